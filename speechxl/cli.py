@@ -109,8 +109,25 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="sacreBLEU / chrF (and WER for ASR) of hypotheses against references")
-    p.set_defaults(func=_not_yet("score"))
+    p = sub.add_parser(
+        "score",
+        help="sacreBLEU / chrF (and WER for ASR) of hypotheses against references",
+        description="Case-sensitive detokenized sacreBLEU (13a) and chrF, as MuST-C and CoVoST 2 report them, "
+        "with signatures; or WER (lower-cased, punctuation removed) for transcripts.",
+    )
+    p.add_argument("--hyp", required=True, help="hypotheses, one segment per line")
+    p.add_argument("--ref", required=True, help="references, one segment per line")
+    p.add_argument("--metric", choices=["bleu", "wer"], default="bleu", help="bleu (with chrF) or wer")
+    p.add_argument("--out", default=None, help="also write the result as JSON here")
+
+    def run(a):
+        import json
+
+        from speechxl.eval.bleu import score_files
+
+        print(json.dumps(score_files(a.hyp, a.ref, metric=a.metric, out=a.out)))
+
+    p.set_defaults(func=run)
 
 
 def _add_average(sub: argparse._SubParsersAction) -> None:
