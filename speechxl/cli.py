@@ -18,23 +18,32 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "spoken by espeak-ng with several voices; the test split uses a voice training never hears. "
         "Deterministic: the same seed gives the same bytes.",
     )
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--layout", choices=["mustc", "covost2"], default="mustc", help="on-disk layout to write")
-    p.add_argument("--langs", default="de", help="comma-separated target languages among de,fr,es")
+    p.add_argument("--out", required=True, help="output directory (created; must be empty)")
+    p.add_argument("--layout", choices=["mustc", "covost2"], default="mustc",
+                   help="on-disk layout to write: MuST-C v1 (en-XX/data/<split>/{wav,txt}) or CoVoST 2 on a "
+                   "Common Voice root (<src>/clips/*.mp3, validated.tsv, covost_v2.<src>_<tgt>.tsv)")
+    p.add_argument("--langs", default="de",
+                   help="comma-separated target languages among de,fr,es; with de, covost2 also writes de->en "
+                   "(German speech, English text)")
     p.add_argument("--train", type=int, default=1000, help="training utterances")
     p.add_argument("--dev", type=int, default=100, help="dev utterances")
     p.add_argument("--test", type=int, default=100, help="test utterances (held-out voice)")
-    p.add_argument("--ext-mt", type=int, default=0, help="extra text-only parallel pairs (external MT data)")
+    p.add_argument("--ext-mt", type=int, default=0,
+                   help="extra text-only parallel pairs, disjoint from the spoken sentences "
+                   "(external MT data, written to OUT/ext_mt/train.<lang>)")
     p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument("--jobs", type=int, default=0, help="synthesis processes (0: one per CPU core)")
 
     def run(a):
         from speechxl.data.corpus.synth import synthesize
 
-        synthesize(
-            out=a.out, layout=a.layout, langs=a.langs.split(","), n_train=a.train, n_dev=a.dev,
-            n_test=a.test, n_ext_mt=a.ext_mt, seed=a.seed, jobs=a.jobs,
-        )
+        try:
+            synthesize(
+                out=a.out, layout=a.layout, langs=a.langs.split(","), n_train=a.train, n_dev=a.dev,
+                n_test=a.test, n_ext_mt=a.ext_mt, seed=a.seed, jobs=a.jobs,
+            )
+        except (ValueError, FileExistsError) as err:  # bad flags or a non-empty --out: a message, no traceback
+            sys.exit(f"speechxl synth: {err}")
 
     p.set_defaults(func=run)
 
@@ -43,15 +52,25 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prep",
         help="raw MuST-C / CoVoST 2 corpus -> manifests (fairseq S2T TSV), joint SentencePiece, prep report",
+        description="Read a corpus in its published layout and write OUT/<split>.tsv manifests (fairseq S2T "
+        "columns + src_text src_lang tgt_lang), a joint SentencePiece model OUT/spm.model with <audio> <asr> "
+        "<ast> and one <xx> tag per language, and OUT/prep_report.json listing every skipped utterance and why. "
+        "Audio that is not 16 kHz mono is converted once into OUT. Safe to re-run: finished conversions and an "
+        "unchanged vocabulary are reused.",
     )
     corpora = p.add_subparsers(dest="corpus", required=True, metavar="{mustc,covost2}")
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--out", required=True, help="output directory for manifests, vocab and report")
-        q.add_argument("--vocab-size", type=int, default=8000, help="SentencePiece vocabulary size")
-        q.add_argument("--ext-mt", default=None, help="directory of external MT text (train.<src>, train.<tgt>)")
+        q.add_argument("--vocab-size", type=int, default=8000,
+                       help="SentencePiece vocabulary size (lowered, with a note in the report, when the "
+                       "training text is too small for it)")
+        q.add_argument("--ext-mt", default=None,
+                       help="directory of external MT text: aligned train.<src> and train.<tgt>; written as "
+                       "OUT/ext_mt.tsv and added to the vocabulary's training text")
         q.add_argument("--min-seconds", type=float, default=0.1, help="drop utterances shorter than this")
-        q.add_argument("--max-seconds", type=float, default=30.0, help="drop utterances longer than this")
+        q.add_argument("--max-seconds", type=float, default=30.0,
+                       help="drop training utterances longer than this (evaluation splits keep them)")
 
     m = corpora.add_parser("mustc", help="MuST-C v1/v2: en-XX/data/{split}/{wav,txt}")
     m.add_argument("--root", required=True, help="MuST-C root (containing en-XX/)")
@@ -60,22 +79,29 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
 
     c = corpora.add_parser("covost2", help="CoVoST 2 on a Common Voice root: <src>/{clips,validated.tsv}")
     c.add_argument("--root", required=True, help="data root containing <src>/clips, <src>/validated.tsv "
-                   "and <src>/covost_v2.<src>_<tgt>.tsv")
+                   "and <src>/covost_v2.<src>_<tgt>.tsv (or the <src> directory itself)")
     c.add_argument("--src", required=True, help="source (speech) language, e.g. en")
     c.add_argument("--tgt", required=True, help="target (text) language, e.g. de")
+    c.add_argument("--jobs", type=int, default=2, help="processes decoding mp3 clips to 16 kHz WAV")
     common(c)
 
     def run(a):
-        if a.corpus == "mustc":
-            from speechxl.data.corpus.mustc import prepare_mustc
+        from speechxl.errors import DataError
 
-            prepare_mustc(root=a.root, lang=a.lang, out=a.out, vocab_size=a.vocab_size, ext_mt=a.ext_mt,
-                          min_seconds=a.min_seconds, max_seconds=a.max_seconds)
-        else:
-            from speechxl.data.corpus.covost2 import prepare_covost2
+        try:
+            if a.corpus == "mustc":
+                from speechxl.data.corpus.mustc import prepare_mustc
 
-            prepare_covost2(root=a.root, src=a.src, tgt=a.tgt, out=a.out, vocab_size=a.vocab_size,
-                            ext_mt=a.ext_mt, min_seconds=a.min_seconds, max_seconds=a.max_seconds)
+                prepare_mustc(root=a.root, lang=a.lang, out=a.out, vocab_size=a.vocab_size, ext_mt=a.ext_mt,
+                              min_seconds=a.min_seconds, max_seconds=a.max_seconds)
+            else:
+                from speechxl.data.corpus.covost2 import prepare_covost2
+
+                prepare_covost2(root=a.root, src=a.src, tgt=a.tgt, out=a.out, vocab_size=a.vocab_size,
+                                ext_mt=a.ext_mt, min_seconds=a.min_seconds, max_seconds=a.max_seconds,
+                                jobs=a.jobs)
+        except DataError as err:
+            sys.exit(f"speechxl prep: {err}")
 
     p.set_defaults(func=run)
 
@@ -85,10 +111,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from a YAML config (resumes from the run directory's last checkpoint)",
         description="Train from CONF.yaml, with key=value overrides (e.g. train.lr=5e-4 model.encoder_layers=2). "
-        "Run under torchrun for several GPUs or processes.",
+        "Writes run_dir/config.yaml (the resolved config), run_dir/train_log.jsonl (train and validation "
+        "records), run_dir/checkpoints/ckpt-<update>/ with `last` and `best` links. Run again with the same "
+        "run_dir to resume exactly where the last checkpoint left off. Run under torchrun for several GPUs, "
+        "processes or nodes (see README: Multi-GPU and multi-node).",
     )
-    p.add_argument("--config", required=True, help="experiment YAML")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of the config (dotted keys)")
+    p.add_argument("--config", required=True, help="experiment YAML (sections: run_dir, model, data, train)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides with dotted keys; values are read as YAML scalars (train.amp=bf16)")
 
     def run(a):
         from speechxl.train.loop import train_from_config
@@ -99,8 +129,44 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_translate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("translate", help="offline decoding of a manifest split or audio files, with sacreBLEU")
-    p.set_defaults(func=_not_yet("translate"))
+    p = sub.add_parser(
+        "translate",
+        help="offline decoding of a manifest split or audio files, with sacreBLEU",
+        description="Beam search with the model of a checkpoint directory. Writes OUT/hyp.txt (input order), "
+        "OUT/ref.txt and OUT/score.json (sacreBLEU with its signature, or WER for --task asr).",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. exp/run/avg)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifest", help="manifest TSV of the split to decode (references are scored)")
+    src.add_argument("--audio", nargs="+", help="audio files to translate (no references)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--task", choices=["st", "asr"], default="st", help="translate (st) or transcribe (asr)")
+    p.add_argument("--src-lang", default="en", help="source language of --audio files")
+    p.add_argument("--tgt-lang", default="de", help="target language of --audio files (the forced tag)")
+    p.add_argument("--beam", type=int, default=5, help="beam size")
+    p.add_argument("--lenpen", type=float, default=1.0, help="fairseq length penalty: score / length**lenpen")
+    p.add_argument("--max-len-a", type=float, default=0.0, help="max output length = a * source length + b")
+    p.add_argument("--max-len-b", type=int, default=200, help="max output length = a * source length + b")
+    p.add_argument("--max-tokens", type=int, default=50_000, help="batch budget (fbank frames or wave samples)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+    def run(a):
+        import json
+
+        from speechxl.inference.translate import DecodeOptions, translate
+
+        device = a.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        options = DecodeOptions(beam=a.beam, lenpen=a.lenpen, max_len_a=a.max_len_a, max_len_b=a.max_len_b,
+                                max_tokens=a.max_tokens)
+        result = translate(a.checkpoint, out=a.out, manifest=a.manifest, audio=a.audio, task=a.task,
+                           options=options, device=device, src_lang=a.src_lang, tgt_lang=a.tgt_lang)
+        print(json.dumps(result))
+
+    p.set_defaults(func=run)
 
 
 def _add_stream(sub: argparse._SubParsersAction) -> None:
@@ -131,20 +197,97 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_average(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("average", help="average the weights of several checkpoints")
-    p.set_defaults(func=_not_yet("average"))
+    p = sub.add_parser(
+        "average",
+        help="average the weights of several checkpoints into one that translates (no optimizer state)",
+        description="Element-wise mean of model weights (accumulated in fp32) of the given checkpoint "
+        "directories, or of a run's last N checkpoints, or of the N checkpoints nearest the best validation "
+        "BLEU. Config and vocabulary are taken from the last input.",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--inputs", nargs="+", metavar="CKPT_DIR", help="checkpoint directories to average")
+    which.add_argument("--run-dir", help="a training run directory (uses its checkpoints/)")
+    p.add_argument("--last", type=int, default=None, metavar="N", help="with --run-dir: the last N checkpoints")
+    p.add_argument("--best-around", type=int, default=None, metavar="N",
+                   help="with --run-dir: the best checkpoint and the N-1 saved checkpoints nearest to it")
+    p.add_argument("--out", required=True, help="checkpoint directory to write (must not exist)")
+
+    def run(a):
+        from speechxl.train.checkpoint import average_checkpoints, select_around_best, select_last
+
+        if a.run_dir is not None and (a.last is None) == (a.best_around is None):
+            p.error("--run-dir needs exactly one of --last N or --best-around N")
+        if a.inputs is not None and (a.last is not None or a.best_around is not None):
+            p.error("--last / --best-around go with --run-dir, not --inputs")
+        if a.inputs is not None:
+            inputs = a.inputs
+        elif a.last is not None:
+            inputs = select_last(a.run_dir, a.last)
+        else:
+            inputs = select_around_best(a.run_dir, a.best_around)
+        out = average_checkpoints(inputs, a.out)
+        print(f"averaged {len(inputs)} checkpoint(s) into {out}: " + " ".join(str(i) for i in inputs))
+
+    p.set_defaults(func=run)
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="import checkpoints from HF transformers / fairseq")
     formats = p.add_subparsers(dest="format", required=True, metavar="{hf-speech2text,fairseq-wav2vec2}")
-    h = formats.add_parser("hf-speech2text", help="HF Speech2Text directory -> speechxl checkpoint directory")
+    h = formats.add_parser(
+        "hf-speech2text", help="HF Speech2Text directory -> speechxl checkpoint directory",
+        description="Import an HF Speech2TextForConditionalGeneration directory (config.json, model.safetensors "
+        "or pytorch_model.bin, sentencepiece.bpe.model, vocab.json) as a speechxl `s2t` checkpoint "
+        "(config.yaml, model.safetensors, spm.model, vocab.json) that translates exactly like the original.")
     h.add_argument("src", help="HF checkpoint directory (config.json, weights, tokenizer files)")
     h.add_argument("out", help="speechxl checkpoint directory to write")
     w = formats.add_parser("fairseq-wav2vec2", help="fairseq wav2vec 2.0 .pt -> HF Wav2Vec2Model directory")
     w.add_argument("src", help="fairseq checkpoint (.pt), pre-trained or CTC fine-tuned")
     w.add_argument("out", help="output directory")
-    p.set_defaults(func=_not_yet("convert"))
+
+    def run(a):
+        if a.format == "hf-speech2text":
+            from speechxl.convert.hf_speech2text import convert_hf_speech2text
+
+            print(convert_hf_speech2text(a.src, a.out))
+        elif a.format == "fairseq-wav2vec2":
+            from speechxl.convert.fairseq_wav2vec2 import convert_fairseq_wav2vec2
+
+            convert_fairseq_wav2vec2(a.src, a.out)
+
+    p.set_defaults(func=run)
+
+
+def _add_pretrain_w2v(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain-w2v",
+        help="self-supervised wav2vec 2.0 pre-training of the acoustic encoder on unlabelled audio",
+        description="Pre-train a wav2vec 2.0 encoder (contrastive + diversity loss over quantised targets) on "
+        "the audio column of a manifest; text is ignored. Checkpoints go to OUT/checkpoints/ckpt-<update>; "
+        "OUT/checkpoints/last is an HF Wav2Vec2Model directory that ST models load as their acoustic "
+        "encoder. Re-running the same command resumes from `last`.",
+    )
+    p.add_argument("--manifest", required=True, help="manifest TSV whose audio column is used")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, train_log.jsonl)")
+    p.add_argument("--config", default="base",
+                   help="model: tiny, base or large (LV-60), or a YAML with `preset:` and Wav2Vec2Config fields")
+    p.add_argument("--max-updates", type=int, default=400_000, help="stop after this many updates")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (Adam)")
+    p.add_argument("--warmup-updates", type=int, default=None,
+                   help="linear warmup, then linear decay to 0 (default: 8%% of --max-updates)")
+    p.add_argument("--max-tokens", type=int, default=1_400_000, help="audio samples per batch (after cropping)")
+    p.add_argument("--save-interval-updates", type=int, default=10_000, help="save a checkpoint every N updates")
+    p.add_argument("--seed", type=int, default=1, help="random seed")
+
+    def run(a):
+        from speechxl.train.pretrain_w2v import PretrainOptions, pretrain_wav2vec2
+
+        options = PretrainOptions(max_updates=a.max_updates, lr=a.lr, warmup_updates=a.warmup_updates,
+                                  max_tokens=a.max_tokens, save_interval_updates=a.save_interval_updates,
+                                  seed=a.seed)
+        pretrain_wav2vec2(a.manifest, a.out, config=a.config, options=options)
+
+    p.set_defaults(func=run)
 
 
 def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
@@ -161,7 +304,7 @@ def _not_yet(name: str):
 
 COMMANDS = [
     _add_synth, _add_prep, _add_train, _add_translate, _add_stream, _add_score, _add_average,
-    _add_convert, _add_leaderboard,
+    _add_convert, _add_leaderboard, _add_pretrain_w2v,
 ]
 
 
