@@ -1,0 +1,123 @@
+"""Joint SentencePiece vocabulary with language / task tags whose ids are the model's ids.
+
+Trained with fairseq's dictionary order (`<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3), then the tags
+`<audio> <asr> <ast>` and one `<xx>` per language as user-defined symbols, so each tag is one piece.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import sentencepiece as spm
+
+log = logging.getLogger(__name__)
+
+TASK_TAGS = ["audio", "asr", "ast"]
+SPECIAL_PIECES = {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
+# A tag or special piece: `<de>`, `<zh-CN>`, `<audio>`, `</s>`. Ordinary pieces never look like this
+# because SentencePiece marks word starts with "▁".
+_TAG_PIECE = re.compile(r"^</?[A-Za-z][A-Za-z0-9_:-]*>$")
+
+
+def tag_piece(name: str) -> str:
+    return f"<{name}>"
+
+
+def train_vocab(texts: Iterable[str], out_prefix: str | os.PathLike, vocab_size: int,
+                langs: Sequence[str]) -> "Vocab":
+    """Train a unigram model on `texts`; writes `<out_prefix>.model` and `.vocab` atomically.
+
+    A size larger than the text supports falls back to the largest size it does support
+    (`hard_vocab_limit=False`); compare `len(vocab)` with `vocab_size` to see whether that happened.
+    """
+    out_prefix = Path(out_prefix)
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    texts = list(texts)
+    symbols = [tag_piece(t) for t in TASK_TAGS] + [tag_piece(lang) for lang in dict.fromkeys(langs)]
+    with tempfile.TemporaryDirectory(dir=out_prefix.parent, prefix=".spm.") as tmp:
+        tmp_prefix = Path(tmp) / "spm"
+        options = dict(
+            model_prefix=str(tmp_prefix), vocab_size=vocab_size, model_type="unigram",
+            character_coverage=1.0, bos_id=0, pad_id=1, eos_id=2, unk_id=3,
+            user_defined_symbols=symbols, minloglevel=2,
+        )
+        try:
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), **options)
+        except RuntimeError as err:
+            if "Vocabulary size too high" in str(err):
+                log.warning("vocab size %d is too large for this text; using the largest it supports", vocab_size)
+                spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), hard_vocab_limit=False, **options)
+            elif "smaller than required_chars" in str(err):
+                raise ValueError(f"vocab size {vocab_size} cannot hold every character of the training text "
+                                 f"plus the special pieces and tags ({err}); use a larger vocab size") from err
+            else:
+                raise
+        for suffix in (".vocab", ".model"):  # .model last: its presence means the pair is complete
+            os.replace(f"{tmp_prefix}{suffix}", f"{out_prefix}{suffix}")
+    return Vocab.load(f"{out_prefix}.model")
+
+
+class Vocab:
+    """Token ids <-> text. With `pieces` (index = id) the ids follow an imported fairseq/HF dictionary;
+    SentencePiece still segments the text, and pieces missing from the dictionary become `unk`."""
+
+    def __init__(self, model_proto: bytes, pieces: Sequence[str] | None = None):
+        self._proto = model_proto
+        self._pieces = list(pieces) if pieces is not None else None
+        self._setup()
+
+    @classmethod
+    def load(cls, spm_path: str | os.PathLike, pieces: Sequence[str] | None = None) -> "Vocab":
+        return cls(Path(spm_path).read_bytes(), pieces)
+
+    def _setup(self) -> None:
+        self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        if self._pieces is None:
+            self._id_to_piece = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
+        else:
+            self._id_to_piece = self._pieces
+        self._piece_to_id = {p: i for i, p in enumerate(self._id_to_piece)}
+        for name, piece in SPECIAL_PIECES.items():
+            if piece not in self._piece_to_id:
+                raise ValueError(f"vocabulary has no {piece!r} piece (needed as {name})")
+            setattr(self, name, self._piece_to_id[piece])
+        self._dropped_on_decode = {i for i, p in enumerate(self._id_to_piece) if _TAG_PIECE.match(p)}
+
+    # SentencePieceProcessor is rebuilt from the model bytes so a Vocab can go to DataLoader workers.
+    def __getstate__(self) -> dict:
+        return {"proto": self._proto, "pieces": self._pieces}
+
+    def __setstate__(self, state: dict) -> None:
+        self._proto, self._pieces = state["proto"], state["pieces"]
+        self._setup()
+
+    def __len__(self) -> int:
+        return len(self._id_to_piece)
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> ids, without bos/eos."""
+        if self._pieces is None:
+            return self._sp.encode(text)
+        return [self._piece_to_id.get(p, self.unk) for p in self._sp.encode(text, out_type=str)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids -> text; special pieces and tags are dropped."""
+        pieces = [self._id_to_piece[i] for i in ids if i not in self._dropped_on_decode]
+        return self._sp.decode_pieces(pieces)
+
+    def piece(self, token_id: int) -> str:
+        return self._id_to_piece[token_id]
+
+    def has_tag(self, name: str) -> bool:
+        return tag_piece(name) in self._piece_to_id
+
+    def tag(self, name: str) -> int:
+        """Id of `<name>`: a language (`"de"`) or a task tag (`"audio"`, `"asr"`, `"ast"`)."""
+        try:
+            return self._piece_to_id[tag_piece(name)]
+        except KeyError:
+            raise KeyError(f"vocabulary has no tag {tag_piece(name)}") from None
