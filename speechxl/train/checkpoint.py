@@ -1,0 +1,315 @@
+"""Checkpoint directories: write atomically, load to translate or to resume, pick, prune, average.
+
+Layout of a run: `run_dir/checkpoints/ckpt-<update>/` (immutable once renamed into place), and `last` /
+`best` symlinks beside them, each replaced with one `os.replace`. A directory is written under a
+`.tmp-` name, every file fsync'd, then renamed: a crash leaves at worst a `.tmp-` directory, which
+`clean_incomplete` removes, and never touches a finished checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from speechxl.errors import CheckpointError
+
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.safetensors"
+TRAINER_FILE = "trainer.pt"
+METRICS_FILE = "metrics.json"
+VOCAB_FILE = "spm.model"
+PIECES_FILE = "vocab.json"
+CHECKPOINTS = "checkpoints"
+TMP_PREFIX = ".tmp-"
+_CKPT_NAME = re.compile(r"^ckpt-(\d+)$")
+# safetensors stores each storage once; tied weights (shared embeddings) are saved under one key
+# and this metadata entry maps the other names back to it.
+_ALIASES_KEY = "speechxl_aliases"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for key, value in state.items():
+        value = value.detach()
+        identity = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
+                    tuple(value.stride()), value.dtype, value.device)
+        if value.numel() and identity in seen:
+            aliases[key] = seen[identity]
+            continue
+        seen[identity] = key
+        tensors[key] = value.to("cpu").contiguous()
+    return tensors, aliases
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    tensors, aliases = _dedupe(state)
+    save_file(tensors, str(path), metadata={"format": "pt", _ALIASES_KEY: json.dumps(aliases)})
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a model.safetensors, tied names restored."""
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    for alias, key in json.loads(metadata.get(_ALIASES_KEY, "{}")).items():
+        tensors[alias] = tensors[key]
+    return tensors
+
+
+def write_checkpoint(directory: str | Path, *, model_state: dict[str, torch.Tensor], config: dict,
+                     vocab_files: list[Path], trainer_state: dict | None = None,
+                     metrics: dict | None = None) -> Path:
+    """Write a checkpoint directory atomically; `directory` must not exist yet (checkpoints are immutable)."""
+    directory = Path(directory)
+    if directory.exists():
+        raise CheckpointError(f"{directory}: already exists; checkpoints are never overwritten")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f"{TMP_PREFIX}{directory.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_weights(model_state, tmp / MODEL_FILE)
+    (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    for vocab_file in vocab_files:
+        shutil.copyfile(vocab_file, tmp / Path(vocab_file).name)
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / TRAINER_FILE)
+    if metrics is not None:
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics) + "\n", encoding="utf-8")
+    for file in tmp.iterdir():
+        _fsync(file)
+    _fsync(tmp)
+    os.rename(tmp, directory)
+    _fsync(directory.parent)
+    return directory
+
+
+def _require(directory: Path, name: str) -> Path:
+    path = directory / name
+    if not path.is_file():
+        found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+        raise CheckpointError(
+            f"{directory}: not a speechxl checkpoint: expected a directory with {CONFIG_FILE}, {MODEL_FILE} "
+            f"and {VOCAB_FILE} (+ {TRAINER_FILE} to resume); {name} is missing; found: {found or 'nothing'}")
+    return path
+
+
+def _check_is_directory(directory: Path) -> None:
+    if directory.is_file():
+        raise CheckpointError(
+            f"{directory}: is a file, but a speechxl checkpoint is a directory ({CONFIG_FILE}, {MODEL_FILE}, "
+            f"{VOCAB_FILE}); import fairseq / HF checkpoints with `speechxl convert`")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint directory")
+
+
+def load_config_dict(directory: str | Path) -> dict:
+    directory = Path(directory)
+    _check_is_directory(directory)
+    try:
+        config = yaml.safe_load(_require(directory, CONFIG_FILE).read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: malformed YAML ({err})") from err
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{directory / CONFIG_FILE}: expected a config with a `model` section")
+    return config
+
+
+def load_vocab(directory: Path):
+    from speechxl.data.vocab import Vocab
+
+    pieces = None
+    if (directory / PIECES_FILE).is_file():
+        pieces = json.loads((directory / PIECES_FILE).read_text(encoding="utf-8"))
+    return Vocab.load(_require(directory, VOCAB_FILE), pieces=pieces)
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Load `state` strictly, turning key / shape mismatches into a CheckpointError that lists them."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" … ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        problems = [f"{label}: {show(keys)}" for label, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)) if keys]
+        raise CheckpointError(f"{source}: weights do not fit the model {type(model).__name__}; " + "; ".join(problems))
+    model.load_state_dict(state)
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu"):
+    """(model, vocab, config) from a checkpoint directory; the model is in eval mode on `device`."""
+    from speechxl.models import build_model
+
+    directory = Path(directory)
+    config = load_config_dict(directory)
+    vocab = load_vocab(directory)
+    model = build_model(config["model"], vocab)
+    load_state_into(model, load_weights(_require(directory, MODEL_FILE)), directory / MODEL_FILE)
+    return model.to(device).eval(), vocab, config
+
+
+def load_trainer_state(directory: str | Path) -> dict:
+    directory = Path(directory)
+    _check_is_directory(directory)
+    path = _require(directory, TRAINER_FILE)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a corrupt or foreign pickle
+        raise CheckpointError(f"{path}: cannot read trainer state with weights_only=True ({err})") from err
+
+
+def load_metrics(directory: Path) -> dict:
+    path = directory / METRICS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def checkpoint_update(directory: Path) -> int | None:
+    match = _CKPT_NAME.match(directory.name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Finished `ckpt-<update>` directories of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and checkpoint_update(p) is not None]
+    return sorted(found, key=checkpoint_update)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest resumable checkpoint of a run (`last`, or the highest update with trainer.pt)."""
+    last = Path(run_dir) / CHECKPOINTS / "last"
+    if last.is_symlink() and (last / TRAINER_FILE).is_file():
+        return last.resolve()
+    resumable = [p for p in list_checkpoints(run_dir) if (p / TRAINER_FILE).is_file()]
+    return resumable[-1] if resumable else None
+
+
+def point_link(run_dir: str | Path, name: str, target: Path) -> None:
+    """Make `checkpoints/<name>` point at `target`, replacing any old link in one atomic step."""
+    root = Path(run_dir) / CHECKPOINTS
+    tmp = root / f"{TMP_PREFIX}link-{name}-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target.name, tmp)
+    os.replace(tmp, root / name)
+    _fsync(root)
+
+
+def clean_incomplete(run_dir: str | Path) -> list[Path]:
+    """Remove what an interrupted save left behind (`.tmp-*`); returns what was removed."""
+    root = Path(run_dir) / CHECKPOINTS
+    removed = []
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith(TMP_PREFIX):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path)
+    return removed
+
+
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint `best` points at, else the one whose metrics.json has the highest BLEU."""
+    best = Path(run_dir) / CHECKPOINTS / "best"
+    if best.is_symlink() and best.is_dir():
+        return best.resolve()
+    scored = [(load_metrics(p).get("bleu"), p) for p in list_checkpoints(run_dir)]
+    scored = [(bleu, p) for bleu, p in scored if bleu is not None]
+    return max(scored, key=lambda item: item[0])[1] if scored else None
+
+
+def prune_checkpoints(run_dir: str | Path, *, keep_last: int, keep_best: int) -> list[Path]:
+    """Delete checkpoints that are neither among the last `keep_last` nor the best `keep_best` by BLEU,
+    nor the target of `last` / `best`. keep_last 0 keeps everything."""
+    checkpoints = list_checkpoints(run_dir)
+    if keep_last <= 0:
+        return []
+    keep = set(checkpoints[-keep_last:])
+    scored = [(load_metrics(p).get("bleu"), checkpoint_update(p), p) for p in checkpoints]
+    scored = sorted((item for item in scored if item[0] is not None), key=lambda item: (-item[0], item[1]))
+    keep.update(p for _, _, p in scored[:max(keep_best, 0)])
+    root = Path(run_dir) / CHECKPOINTS
+    keep.update(link.resolve() for link in (root / "last", root / "best") if link.is_symlink())
+    removed = [p for p in checkpoints if p.resolve() not in {k.resolve() for k in keep}]
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
+def select_last(run_dir: str | Path, n: int) -> list[Path]:
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise CheckpointError(f"{run_dir}: no checkpoints under {CHECKPOINTS}/")
+    return checkpoints[-n:]
+
+
+def select_around_best(run_dir: str | Path, n: int) -> list[Path]:
+    """The best checkpoint and the n-1 saved checkpoints nearest to it in updates (earlier wins ties)."""
+    best = best_checkpoint(run_dir)
+    if best is None:
+        raise CheckpointError(f"{run_dir}: no `best` link and no checkpoint with a validation BLEU")
+    centre = checkpoint_update(best)
+    nearest = sorted(list_checkpoints(run_dir),
+                     key=lambda p: (abs(checkpoint_update(p) - centre), checkpoint_update(p)))
+    return sorted(nearest[:n], key=checkpoint_update)
+
+
+def average_checkpoints(inputs: list[str | Path], out: str | Path) -> Path:
+    """Average model weights (fp32 accumulation) into a translate-only checkpoint (no trainer.pt).
+
+    Config and vocabulary come from the last input. Integer buffers (counters) are taken from it too.
+    """
+    inputs = [Path(p).resolve() if Path(p).is_symlink() else Path(p) for p in inputs]
+    if not inputs:
+        raise CheckpointError("average: no input checkpoints")
+    sums: dict[str, torch.Tensor] = {}
+    reference: dict[str, torch.Tensor] = {}
+    for index, directory in enumerate(inputs):
+        _check_is_directory(directory)
+        state = load_weights(_require(directory, MODEL_FILE))
+        if index == 0:
+            reference = state
+            sums = {k: v.to(torch.float32).clone() for k, v in state.items() if v.is_floating_point()}
+            continue
+        if set(state) != set(reference):
+            diff = sorted(set(state) ^ set(reference))[:8]
+            raise CheckpointError(f"{directory}: weights differ in their names from {inputs[0]}: {diff}")
+        for key, total in sums.items():
+            if state[key].shape != total.shape:
+                raise CheckpointError(f"{directory}: {key} has shape {tuple(state[key].shape)}, "
+                                      f"{inputs[0]} has {tuple(total.shape)}")
+            total += state[key].to(torch.float32)
+        reference = state
+    averaged = {k: (sums[k] / len(inputs)).to(v.dtype) if k in sums else v for k, v in reference.items()}
+    last = inputs[-1]
+    vocab_files = [last / name for name in (VOCAB_FILE, PIECES_FILE) if (last / name).is_file()]
+    return write_checkpoint(out, model_state=averaged, config=load_config_dict(last), vocab_files=vocab_files,
+                            metrics={"averaged_from": [str(p) for p in inputs]})

@@ -1,0 +1,77 @@
+"""Experiment config: defaults <- YAML <- key=value overrides, and the errors people will hit."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from speechxl.config import ExperimentConfig, config_from_dict, config_to_dict, dump_config, load_config
+from speechxl.errors import DataError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "conf.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_yaml_then_overrides_win_over_defaults(tmp_path):
+    path = write(tmp_path, "run_dir: exp/a\nmodel:\n  arch: s2t\n  size: xs\ntrain:\n  lr: 1e-3\n  update_freq: 2\n")
+    cfg = load_config(path, ["train.lr=5e-4", "model.dim=64", "data.tasks=[st, mt]", "train.amp=bf16"])
+    assert cfg.run_dir == "exp/a"
+    assert cfg.model == {"arch": "s2t", "size": "xs", "dim": 64}
+    assert cfg.train.lr == 5e-4 and isinstance(cfg.train.lr, float)  # `5e-4` is a string to YAML 1.1
+    assert cfg.train.update_freq == 2
+    assert cfg.train.warmup_updates == ExperimentConfig().train.warmup_updates  # untouched default
+    assert cfg.data.tasks == ["st", "mt"]
+    assert cfg.train.amp == "bf16"
+
+
+def test_int_given_for_float_field_becomes_float(tmp_path):
+    cfg = load_config(None, ["train.clip_norm=5"])
+    assert cfg.train.clip_norm == 5.0 and isinstance(cfg.train.clip_norm, float)
+
+
+def test_unknown_key_in_yaml_names_key_line_and_valid_keys(tmp_path):
+    path = write(tmp_path, "model:\n  arch: s2t\ntrain:\n  lr: 0.001\n  warmup_update: 10\n")
+    with pytest.raises(DataError) as err:
+        load_config(path)
+    assert err.value.path == str(path) and err.value.line == 5
+    assert "'train.warmup_update'" in str(err.value) and "train.warmup_updates" in str(err.value)
+
+
+def test_unknown_override_and_unknown_section():
+    with pytest.raises(DataError, match=r"<command line>:2: unknown config key 'train.lrr'.*train\.lr,"):
+        load_config(None, ["train.lr=1", "train.lrr=1"])
+    with pytest.raises(DataError, match="unknown config key 'optim.lr'"):
+        load_config(None, ["optim.lr=1"])
+
+
+def test_wrong_type_and_bad_choice_are_errors():
+    with pytest.raises(DataError, match="train.max_update must be int, got 'many'"):
+        load_config(None, ["train.max_update=many"])
+    with pytest.raises(DataError, match="train.amp must be one of none, bf16, fp16"):
+        load_config(None, ["train.amp=fp8"])
+    with pytest.raises(DataError, match="not key=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = write(tmp_path, "model:\n  arch: s2t\ntrain:\n  lr: [0.1\n  seed: 2\n")
+    with pytest.raises(DataError) as err:
+        load_config(path)
+    assert err.value.path == str(path) and err.value.line is not None and err.value.line >= 4
+    assert "malformed YAML" in str(err.value)
+
+
+def test_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_dumped_config_round_trips(tmp_path):
+    cfg = load_config(None, ["model.arch=s2t", "model.encoder_layers=2", "train.adam_betas=[0.9, 0.99]",
+                             "stages=[{name: mt, tasks: {mt: 1}, max_update: 5}]"])
+    assert cfg.stages == [{"name": "mt", "tasks": {"mt": 1}, "max_update": 5}]  # checked by train/stages.py
+    again = config_from_dict(yaml.safe_load(dump_config(cfg)))
+    assert again == cfg
+    assert config_to_dict(again)["train"]["adam_betas"] == [0.9, 0.99]
