@@ -120,6 +120,22 @@ def test_specaugment_only_in_training_and_seeded_per_epoch(corpus, vocab):
     assert not torch.equal(train[(1, 4)].audio, train[(2, 4)].audio)
 
 
+def test_feature_cache_gives_identical_features_without_rereading_audio(tmp_path, corpus, vocab):
+    import shutil
+
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus.parent, copy)
+    cfg = FeatureConfig(features="fbank", specaugment="ld", cache=True)
+    cached = SpeechTextDataset.from_manifest(copy / "train.tsv", "st", vocab, features=cfg, train=True, seed=3)
+    plain = SpeechTextDataset.from_manifest(corpus, "st", vocab, features=FeatureConfig(specaugment="ld"),
+                                            train=True, seed=3)
+    first = [cached[(1, i)].audio for i in range(len(cached))]
+    shutil.rmtree(copy / "wav")  # a second epoch must come from memory
+    for i in range(len(cached)):
+        assert torch.equal(first[i], plain[(1, i)].audio)
+        assert torch.equal(cached[(2, i)].audio, plain[(2, i)].audio)  # SpecAugment still redrawn per epoch
+
+
 def test_empty_text_is_a_counted_skip(tmp_path, corpus, vocab):
     rows = read_manifest(corpus)
     rows[1]["tgt_text"] = " "

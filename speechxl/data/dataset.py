@@ -49,12 +49,15 @@ class FeatureConfig:
     `features`: "wave" (raw 16 kHz samples, for wav2vec 2.0 models) or "fbank" (80-dim log-mel).
     `cmvn`: utterance mean/variance normalisation of fbank. `specaugment`: a policy name (lb, ld, sm, ss),
     or None for no augmentation; it is only applied when the dataset is built with `train=True`.
+    `cache`: keep each utterance's features (before SpecAugment) in memory after their first computation,
+    so later epochs skip audio decoding and fbank; for small corpora (SynthST) trained for many epochs.
     """
 
     features: str = "fbank"
     cmvn: bool = True
     specaugment: str | None = None
     num_mel_bins: int = 80
+    cache: bool = False
 
     def __post_init__(self) -> None:
         if self.features not in ("wave", "fbank"):
@@ -110,9 +113,11 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         self.pad, self.eos = vocab.pad, vocab.eos
         self.seed = seed
         self.specaugment = (
-            SpecAugment.from_policy(features.specaugment) if train and features.specaugment else None
+            SpecAugment.from_policy(features.specaugment)
+            if train and features.specaugment and features.features == "fbank" else None
         )
         self.skipped: Counter[str] = Counter()
+        self._feature_cache: dict[int, np.ndarray] = {}
         self.ids: list[str] = []
         self.lines: list[int] = []  # manifest line of each kept example, for error messages
         self.audio: list[str] = []
@@ -185,15 +190,22 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         )
 
     def _load_audio(self, index: int, epoch: int) -> torch.Tensor:
-        wave = load_audio(self.audio[index], self.base_dir, manifest=self.manifest, line=self.lines[index])
-        if self.features.features == "wave":
-            return torch.from_numpy(wave)
-        feats = compute_fbank(wave, self.features.num_mel_bins)
-        if self.features.cmvn:
-            feats = utterance_cmvn(feats)
+        feats = self._feature_cache.get(index)
+        if feats is None:
+            feats = self._features(index)
+            if self.features.cache:
+                self._feature_cache[index] = feats
         if self.specaugment is not None:
             feats = self.specaugment(feats, np.random.default_rng([self.seed, epoch, index]))
         return torch.from_numpy(feats)
+
+    def _features(self, index: int) -> np.ndarray:
+        """The model input of example `index` before augmentation: raw wave, or (C)fbank."""
+        wave = load_audio(self.audio[index], self.base_dir, manifest=self.manifest, line=self.lines[index])
+        if self.features.features == "wave":
+            return wave
+        feats = compute_fbank(wave, self.features.num_mel_bins)
+        return utterance_cmvn(feats) if self.features.cmvn else feats
 
     def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
         return collate(examples, self.task, self.pad, self.eos)
