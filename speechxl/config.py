@@ -34,6 +34,7 @@ class DataConfig:
     max_sentences: int = 0  # 0: no limit
     specaugment: str = ""  # SpecAugment policy (lb, ld, sm, ss) for fbank training; "": off
     num_workers: int = 0
+    cache_features: bool = False  # keep computed features in memory across epochs (small corpora only)
     vocab: str = ""  # SentencePiece model; "" = <manifest_dir>/spm.model
 
 

@@ -81,7 +81,8 @@ class LoaderData:
 
 def build_train_data(cfg: ExperimentConfig, vocab, env: DistEnv) -> LoaderData:
     data, seed = cfg.data, cfg.train.seed
-    features = FeatureConfig(features=data.features, specaugment=data.specaugment or None)
+    features = FeatureConfig(features=data.features, specaugment=data.specaugment or None,
+                             cache=data.cache_features)
     datasets: dict[str, SpeechTextDataset] = load_datasets(
         _manifest(data, data.train_split), data.tasks, vocab, features=features, train=True, seed=seed)
     if data.ext_mt_split:

@@ -1,0 +1,1 @@
+"""Importers for checkpoints trained elsewhere (fairseq, HF transformers)."""
