@@ -321,7 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    from speechxl.errors import CheckpointError, DataError
+
+    try:
+        args.func(args)
+    except (DataError, CheckpointError) as err:
+        # The user's data or checkpoint is wrong, not our code: one clear line, no traceback.
+        sys.exit(f"speechxl {args.command}: {err}")
 
 
 if __name__ == "__main__":

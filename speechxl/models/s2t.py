@@ -1,0 +1,132 @@
+"""fairseq's `s2t_transformer`: fbank -> Conv1dSubsampler -> ×√D + positions -> Transformer encoder ->
+Transformer decoder with tied embeddings, trained with label-smoothed cross-entropy."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speechxl.errors import DataError
+from speechxl.losses import label_smoothed_nll_loss
+from speechxl.models import register_model
+from speechxl.modules.positions import SinusoidalPositions
+from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
+from speechxl.modules.transformer import Cache, TransformerDecoder, TransformerEncoder
+
+# fairseq's s2t_transformer_{xs,s,m,l} registrations; attention/activation dropout default to `dropout`.
+SIZES: dict[str, dict[str, Any]] = {
+    "xs": dict(dim=256, encoder_layers=6, decoder_layers=3, encoder_heads=4, decoder_heads=4,
+               encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.3),
+    "s": dict(dim=256, encoder_layers=12, decoder_layers=6, encoder_heads=4, decoder_heads=4,
+              encoder_ffn_dim=2048, decoder_ffn_dim=2048, dropout=0.1),
+    "m": dict(dim=512, encoder_layers=12, decoder_layers=6, encoder_heads=8, decoder_heads=8,
+              encoder_ffn_dim=2048, decoder_ffn_dim=2048, dropout=0.15),
+    "l": dict(dim=1024, encoder_layers=12, decoder_layers=6, encoder_heads=16, decoder_heads=16,
+              encoder_ffn_dim=4096, decoder_ffn_dim=4096, dropout=0.2),
+}
+
+
+@dataclass
+class S2TConfig:
+    input_dim: int = 80
+    conv_channels: int = 1024
+    conv_kernel_sizes: tuple[int, ...] = (5, 5)
+    mask_conv_padding: bool = True  # False reproduces fairseq/HF exactly (they let padding leak into convs)
+    dim: int = 256
+    encoder_layers: int = 12
+    decoder_layers: int = 6
+    encoder_heads: int = 4
+    decoder_heads: int = 4
+    encoder_ffn_dim: int = 2048
+    decoder_ffn_dim: int = 2048
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.1
+    activation: str = "relu"
+    normalize_before: bool = True
+    encoder_layerdrop: float = 0.0
+    decoder_layerdrop: float = 0.0
+    label_smoothing: float = 0.1
+    ignore_prefix_size: int = 1
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> "S2TConfig":
+        """`size` (xs/s/m/l, default s) gives fairseq's preset; other keys override it."""
+        config = dict(config)
+        size = config.pop("size", "s")
+        if size not in SIZES:
+            raise DataError("model config", f"s2t size {size!r} is not one of {', '.join(SIZES)}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - fields)
+        if unknown:
+            raise DataError("model config", f"unknown s2t keys {unknown}; valid: {', '.join(sorted(fields))}, size")
+        values = {**SIZES[size], **config}
+        for key in ("attention_dropout", "activation_dropout"):
+            values.setdefault(key, values["dropout"])
+        values["conv_kernel_sizes"] = tuple(values.get("conv_kernel_sizes", cls.conv_kernel_sizes))
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["conv_kernel_sizes"] = list(self.conv_kernel_sizes)
+        return {"arch": "s2t", **values}
+
+
+@register_model("s2t")
+class S2TTransformer(nn.Module):
+    def __init__(self, config: S2TConfig, vocab_size: int, pad: int, eos: int):
+        super().__init__()
+        self.config, self.pad, self.eos = config, pad, eos
+        c = config
+        self.subsampler = Conv1dSubsampler(c.input_dim, c.conv_channels, c.dim, c.conv_kernel_sizes,
+                                           mask_padding=c.mask_conv_padding)
+        self.embed_scale = math.sqrt(c.dim)
+        self.embed_positions = SinusoidalPositions(c.dim, padding_idx=pad)
+        common = dict(dropout=c.dropout, attention_dropout=c.attention_dropout,
+                      activation_dropout=c.activation_dropout, activation=c.activation,
+                      normalize_before=c.normalize_before)
+        self.encoder = TransformerEncoder(c.encoder_layers, c.dim, c.encoder_heads, c.encoder_ffn_dim,
+                                          layerdrop=c.encoder_layerdrop, **common)
+        self.decoder = TransformerDecoder(vocab_size, pad, c.decoder_layers, c.dim, c.decoder_heads,
+                                          c.decoder_ffn_dim, layerdrop=c.decoder_layerdrop, **common)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], vocab) -> "S2TTransformer":
+        return cls(S2TConfig.from_dict(config), len(vocab), vocab.pad, vocab.eos)
+
+    def encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """(B, T, input_dim) fbank -> memory (B, S, D) and its padding mask (B, S)."""
+        x, lengths = self.subsampler(batch["audio"], batch["audio_lengths"])
+        padding_mask = lengths_to_padding_mask(lengths, x.size(1))
+        x = self.embed_scale * x + self.embed_positions(padding_mask)
+        return {"memory": self.encoder(x, padding_mask), "memory_padding_mask": padding_mask}
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        enc = self.encode(batch)
+        logits = self.decoder(batch["prev_target"], enc["memory"], enc["memory_padding_mask"])
+        loss, nll, ntokens = label_smoothed_nll_loss(
+            logits, batch["target"], epsilon=self.config.label_smoothing, ignore_index=self.pad,
+            ignore_prefix_size=self.config.ignore_prefix_size)
+        task = batch.get("task") or "st"
+        # sample_size counts the tokens that carry loss (the ignored language tag is not one of them)
+        return {"loss": loss, "sample_size": ntokens,
+                "logs": {f"{task}_loss": loss.item(), "nll_loss": nll.item(), "ntokens": ntokens,
+                         "nsentences": batch["target"].size(0)}}
+
+    @staticmethod
+    def reorder_encoder_out(enc: dict[str, torch.Tensor], new_order: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {key: value.index_select(0, new_order) for key, value in enc.items()}
+
+    def decode_step(self, tokens: torch.Tensor, enc: dict[str, torch.Tensor],
+                    cache: Cache | None) -> tuple[torch.Tensor, Cache]:
+        """tokens (N, t) with N = B·k rows grouped per utterance -> next-token log-probs (N, V), cache."""
+        logits, cache = self.decoder.step(tokens, enc["memory"], enc["memory_padding_mask"], cache)
+        return F.log_softmax(logits.float(), dim=-1), cache
+
+    def reorder_cache(self, cache: Cache, new_order: torch.Tensor) -> Cache:
+        return self.decoder.reorder_cache(cache, new_order)

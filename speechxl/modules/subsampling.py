@@ -1,0 +1,50 @@
+"""Convolutional front ends that shrink a feature sequence in time."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """(B,) lengths -> (B, T) bool, True at padding."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+class Conv1dSubsampler(nn.Module):
+    """fairseq's Conv1dSubsampler: per layer Conv1d(k, stride 2, padding k//2) then GLU over channels.
+
+    in -> mid (GLU: mid/2) -> ... -> 2·out (GLU: out); each layer maps a length L to ⌊(L−1)/2⌋+1.
+    `mask_padding` zeroes padded frames before every conv so that a padded batch gives each utterance
+    exactly what it gets alone; fairseq and HF do not, so imported checkpoints turn it off to match them.
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int,
+                 kernel_sizes: Sequence[int] = (5, 5), mask_padding: bool = True):
+        super().__init__()
+        n = len(kernel_sizes)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(in_channels if i == 0 else mid_channels // 2,
+                      mid_channels if i < n - 1 else out_channels * 2,
+                      kernel_size=k, stride=2, padding=k // 2)
+            for i, k in enumerate(kernel_sizes)
+        )
+        self.mask_padding = mask_padding
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for _ in self.convs:
+            lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+        return lengths
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, C) features and (B,) lengths -> (B, T', out) and (B,) output lengths."""
+        x = x.transpose(1, 2)
+        for conv in self.convs:
+            if self.mask_padding:
+                x = x.masked_fill(lengths_to_padding_mask(lengths, x.size(2))[:, None, :], 0.0)
+            x = F.glu(conv(x), dim=1)
+            lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+        return x.transpose(1, 2), lengths

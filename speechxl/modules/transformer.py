@@ -1,0 +1,244 @@
+"""Transformer encoder / decoder on `F.scaled_dot_product_attention`, pre- or post-norm, with a KV cache.
+
+Parameter names say what they are (`self_attn.q_proj`, `self_attn_norm`, `cross_attn.*`, `cross_attn_norm`,
+`ffn.fc1`, `ffn_norm`, `final_norm`) so parameter-efficient fine-tuning can select them by name.
+
+Grouped rows: the decoder accepts N = B·k token rows against B memory rows, rows b·k … b·k+k−1 belonging
+to memory row b (k beams per utterance). Cross-attention keys/values are then computed and cached once
+per utterance instead of once per beam, and never copied when beams are reordered.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speechxl.modules.positions import SinusoidalPositions
+
+Cache = dict[str, torch.Tensor]
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu}
+
+
+def key_padding_to_attn_mask(padding_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, S) True-at-padding -> SDPA boolean mask (B, 1, 1, S), True = attend; None when nothing is padded."""
+    if padding_mask is None or not bool(padding_mask.any()):
+        return None
+    return ~padding_mask[:, None, None, :]
+
+
+class MultiheadAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by {heads} heads")
+        self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.size(0), x.size(1), self.heads, self.head_dim).transpose(1, 2)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, D) -> keys, values (B, H, S, head_dim)."""
+        return self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, *,
+                mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """x (N, t, D) attends to keys/values (B, H, S, hd) with N = B·k (rows grouped per key row)."""
+        n, t, dim = x.shape
+        q = self._split_heads(self.q_proj(x))
+        groups = n // keys.size(0)
+        if groups > 1:  # fold the k rows of a group into the query length: one K/V per group
+            q = q.view(keys.size(0), groups, self.heads, t, self.head_dim).transpose(1, 2)
+            q = q.reshape(keys.size(0), self.heads, groups * t, self.head_dim)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=is_causal,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        if groups > 1:
+            out = out.view(keys.size(0), self.heads, groups, t, self.head_dim).transpose(1, 2)
+        return self.out_proj(out.reshape(n, self.heads, t, self.head_dim).transpose(1, 2).reshape(n, t, dim))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int, activation: str = "relu", activation_dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.activation = ACTIVATIONS[activation]
+        self.activation_dropout = nn.Dropout(activation_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation_dropout(self.activation(self.fc1(x))))
+
+
+class _Sublayers(nn.Module):
+    """Residual wiring shared by encoder and decoder layers: pre-norm `x + f(norm(x))` or post-norm
+    `norm(x + f(x))`, dropout on the sub-layer output."""
+
+    def __init__(self, dropout: float, normalize_before: bool):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+
+    def residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable[[torch.Tensor], torch.Tensor]):
+        if self.normalize_before:
+            return x + self.dropout(sublayer(norm(x)))
+        return norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(_Sublayers):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0, activation: str = "relu", normalize_before: bool = True):
+        super().__init__(dropout, normalize_before)
+        self.self_attn = MultiheadAttention(dim, heads, attention_dropout)
+        self.self_attn_norm = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_dim, activation, activation_dropout)
+        self.ffn_norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.residual(x, self.self_attn_norm, lambda h: self.self_attn(h, *self.self_attn.keys_values(h), mask=mask))
+        return self.residual(x, self.ffn_norm, self.ffn)
+
+
+class DecoderLayer(_Sublayers):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0, activation: str = "relu", normalize_before: bool = True):
+        super().__init__(dropout, normalize_before)
+        self.self_attn = MultiheadAttention(dim, heads, attention_dropout)
+        self.self_attn_norm = nn.LayerNorm(dim)
+        self.cross_attn = MultiheadAttention(dim, heads, attention_dropout)
+        self.cross_attn_norm = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_dim, activation, activation_dropout)
+        self.ffn_norm = nn.LayerNorm(dim)
+
+    def _self_attention(self, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None,
+                        new_kv: list[torch.Tensor]) -> torch.Tensor:
+        keys, values = self.self_attn.keys_values(h)
+        if past is not None:
+            keys, values = torch.cat([past[0], keys], dim=2), torch.cat([past[1], values], dim=2)
+        new_kv.extend((keys, values))
+        t, total = h.size(1), keys.size(2)
+        if t == 1:  # one new token sees every cached position
+            return self.self_attn(h, keys, values)
+        if t == total:
+            return self.self_attn(h, keys, values, is_causal=True)
+        # several new tokens after a cache: causal mask aligned to the end
+        mask = torch.arange(total, device=h.device)[None, :] <= torch.arange(total - t, total, device=h.device)[:, None]
+        return self.self_attn(h, keys, values, mask=mask)
+
+    def forward(self, x: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor | None,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Returns the output and [keys, values] of self-attention including `past` (for the cache)."""
+        new_kv: list[torch.Tensor] = []
+        x = self.residual(x, self.self_attn_norm, lambda h: self._self_attention(h, past, new_kv))
+        x = self.residual(x, self.cross_attn_norm, lambda h: self.cross_attn(h, *cross_kv, mask=memory_mask))
+        return self.residual(x, self.ffn_norm, self.ffn), new_kv
+
+
+def _layer_kwargs(dropout: float, attention_dropout: float, activation_dropout: float, activation: str,
+                  normalize_before: bool) -> dict:
+    return dict(dropout=dropout, attention_dropout=attention_dropout, activation_dropout=activation_dropout,
+                activation=activation, normalize_before=normalize_before)
+
+
+class TransformerEncoder(nn.Module):
+    """Embedded input (B, T, D) -> dropout -> layers -> final_norm (pre-norm only)."""
+
+    def __init__(self, num_layers: int, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0, activation: str = "relu",
+                 normalize_before: bool = True, layerdrop: float = 0.0):
+        super().__init__()
+        kw = _layer_kwargs(dropout, attention_dropout, activation_dropout, activation, normalize_before)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, ffn_dim, **kw) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(dim) if normalize_before else None
+        self.layerdrop = layerdrop
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        mask = key_padding_to_attn_mask(padding_mask)
+        x = self.dropout(x)
+        for layer in self.layers:
+            if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
+                continue
+            x = layer(x, mask)
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+class TransformerDecoder(nn.Module):
+    """Tokens -> embedding ×√D + sinusoidal positions -> layers -> final_norm (pre-norm) -> logits through the
+    tied embedding matrix. `forward` is teacher-forced; `step` decodes incrementally with a KV cache."""
+
+    def __init__(self, vocab_size: int, padding_idx: int, num_layers: int, dim: int, heads: int, ffn_dim: int, *,
+                 dropout: float = 0.1, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
+                 activation: str = "relu", normalize_before: bool = True, layerdrop: float = 0.0):
+        super().__init__()
+        kw = _layer_kwargs(dropout, attention_dropout, activation_dropout, activation, normalize_before)
+        self.padding_idx = padding_idx
+        self.embed_tokens = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
+        nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=dim ** -0.5)
+        with torch.no_grad():
+            self.embed_tokens.weight[padding_idx].zero_()
+        self.embed_scale = math.sqrt(dim)
+        self.embed_positions = SinusoidalPositions(dim, padding_idx)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn_dim, **kw) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(dim) if normalize_before else None
+        self.layerdrop = layerdrop
+
+    def _embed(self, tokens: torch.Tensor, offset: int) -> torch.Tensor:
+        positions = self.embed_positions(tokens.eq(self.padding_idx), offset)
+        return self.dropout(self.embed_scale * self.embed_tokens(tokens) + positions)
+
+    def _output(self, x: torch.Tensor) -> torch.Tensor:
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return F.linear(x, self.embed_tokens.weight)
+
+    def forward(self, prev_tokens: torch.Tensor, memory: torch.Tensor,
+                memory_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """Teacher forcing: (N, U) right-padded tokens -> logits (N, U, V)."""
+        x = self._embed(prev_tokens, 0)
+        memory_mask = key_padding_to_attn_mask(memory_padding_mask)
+        for layer in self.layers:
+            if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
+                continue
+            x, _ = layer(x, layer.cross_attn.keys_values(memory), memory_mask)
+        return self._output(x)
+
+    def step(self, prev_tokens: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor | None,
+             cache: Cache | None) -> tuple[torch.Tensor, Cache]:
+        """Incremental decoding: (N, t) tokens so far (no padding) -> logits of the next token (N, V), cache.
+
+        Only the tokens not yet in the cache are run (all of them on the first call, e.g. a forced prefix).
+        """
+        cache = {} if cache is None else cache
+        past_len = cache["self_k.0"].size(2) if "self_k.0" in cache else 0
+        x = self._embed(prev_tokens[:, past_len:], past_len)
+        memory_mask = key_padding_to_attn_mask(memory_padding_mask)
+        new_cache: Cache = {}
+        for i, layer in enumerate(self.layers):
+            if f"cross_k.{i}" not in cache:  # memory keys/values depend only on the encoder output
+                cache[f"cross_k.{i}"], cache[f"cross_v.{i}"] = layer.cross_attn.keys_values(memory)
+            past = (cache[f"self_k.{i}"], cache[f"self_v.{i}"]) if past_len else None
+            x, (keys, values) = layer(x, (cache[f"cross_k.{i}"], cache[f"cross_v.{i}"]), memory_mask, past)
+            new_cache.update({f"self_k.{i}": keys, f"self_v.{i}": values,
+                              f"cross_k.{i}": cache[f"cross_k.{i}"], f"cross_v.{i}": cache[f"cross_v.{i}"]})
+        return self._output(x[:, -1]), new_cache
+
+    @staticmethod
+    def reorder_cache(cache: Cache, new_order: torch.Tensor) -> Cache:
+        """Select token rows `new_order` (N',) of the cache. Rows of one group must come from one memory row
+        (true for beam search); the per-utterance cross-attention entries follow, copied only if they change."""
+        rows, mem_rows = cache["self_k.0"].size(0), cache["cross_k.0"].size(0)
+        groups = rows // mem_rows
+        mem_order = torch.div(new_order.view(-1, groups)[:, 0], groups, rounding_mode="floor")
+        keep_memory = mem_order.numel() == mem_rows and bool(
+            torch.equal(mem_order, torch.arange(mem_rows, device=mem_order.device)))
+        return {key: value.index_select(0, new_order) if key.startswith("self_")
+                else (value if keep_memory else value.index_select(0, mem_order))
+                for key, value in cache.items()}
