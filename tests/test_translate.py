@@ -1,0 +1,67 @@
+"""Offline translation from a checkpoint directory: manifest order, references, score JSON, audio files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_run import make_corpus, tiny_config
+
+from speechxl.cli import main
+from speechxl.config import config_from_dict
+from speechxl.data.dataset import SpeechTextDataset
+from speechxl.data.manifest import read_manifest
+from speechxl.inference.search import beam_search
+from speechxl.train import checkpoint as ckpt
+from speechxl.train.loop import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("translate")
+    corpus = make_corpus(root / "corpus")
+    cfg = config_from_dict(tiny_config(corpus, root / "run", max_update=6, validate_every=0, save_every=0))
+    train(cfg)
+    return corpus, root / "run" / "checkpoints" / "last"
+
+
+def test_translate_manifest_writes_hypotheses_in_manifest_order_and_scores(tmp_path, trained, capsys):
+    corpus, checkpoint = trained
+    out = tmp_path / "decode"
+    main(["translate", "--checkpoint", str(checkpoint), "--manifest", str(corpus / "dev.tsv"), "--out", str(out),
+          "--beam", "3", "--max-len-b", "12", "--max-tokens", "60"])  # a small budget: several batches
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = read_manifest(corpus / "dev.tsv")
+    hyps = (out / "hyp.txt").read_text().splitlines()
+    assert (out / "ref.txt").read_text().splitlines() == [r["tgt_text"] for r in rows]
+    assert (out / "ids.txt").read_text().splitlines() == [r["id"] for r in rows]
+    score = json.loads((out / "score.json").read_text())
+    assert score == printed and score["n"] == len(rows) and "tok:13a" in score["signature"]
+
+    # each line is what beam search gives for that utterance alone, with the target tag forced
+    model, vocab, config = ckpt.load_model(checkpoint)
+    dataset = SpeechTextDataset(rows, "st", vocab, manifest=corpus / "dev.tsv")
+    for i, row in enumerate(rows):
+        batch = dataset.collate([dataset[i]])
+        prefix = torch.tensor([[vocab.tag(row["tgt_lang"])]])
+        with torch.no_grad():
+            best = beam_search(model, batch, beam=3, max_len_b=12, prefix=prefix)[0][0]
+        assert hyps[i] == vocab.decode(best.tokens)
+
+
+def test_translate_audio_files_without_references(tmp_path, trained):
+    corpus, checkpoint = trained
+    wavs = sorted(str(p) for p in (corpus / "wav").glob("dev*.wav"))
+    out = tmp_path / "audio"
+    main(["translate", "--checkpoint", str(checkpoint), "--audio", *wavs, "--out", str(out), "--max-len-b", "8"])
+    assert len((out / "hyp.txt").read_text().splitlines()) == len(wavs)
+    assert not (out / "ref.txt").exists()
+    assert "bleu" not in json.loads((out / "score.json").read_text())
+
+
+def test_translate_unreadable_audio_names_the_file(tmp_path, trained):
+    _, checkpoint = trained
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wave file")
+    with pytest.raises(SystemExit, match="broken.wav"):
+        main(["translate", "--checkpoint", str(checkpoint), "--audio", str(bad), "--out", str(tmp_path / "o")])
