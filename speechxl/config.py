@@ -168,8 +168,12 @@ def _apply(raw: dict[str, Any], key: str, value: Any, source: str, line: int | N
     if section == "run_dir" and not name:
         raw["run_dir"] = _coerce(value, str, key, source, line)
     elif section == "stages" and not name:
+        from speechxl.train.stages import parse_stages  # stages.py imports this module
+
         if not isinstance(value, list):
             raise DataError(source, f"stages must be a list of stages, got {value!r}", line)
+        if value:  # an empty list: no progressive schedule
+            parse_stages(value, source)  # errors name the config file and the stage
         raw["stages"] = value
     elif section == "model" and name:
         target = raw.setdefault("model", {})

@@ -2,7 +2,7 @@
 
 Tasks share one manifest per split. Each task gets its own budget (fbank frames / wave samples / tokens)
 and, with several tasks or external MT, a MultitaskSampler mixes them with the ratios documented on
-`DataConfig`. Validation runs on the main rank only, unsharded and unshuffled.
+`DataConfig`, or with a progressive-training stage's own (`task_ratios`). Validation runs on the main rank only, unsharded and unshuffled.
 """
 from __future__ import annotations
 
@@ -79,25 +79,47 @@ class LoaderData:
             torch.set_rng_state(saved)
 
 
-def build_train_data(cfg: ExperimentConfig, vocab, env: DistEnv) -> LoaderData:
-    data, seed = cfg.data, cfg.train.seed
+def default_task_ratios(cfg: DataConfig) -> dict[str, float]:
+    """Sampling ratios without a `stages` section: every task in `data.tasks` 1, external MT `ext_mt_ratio`."""
+    ratios = {task: 1.0 for task in cfg.tasks}
+    if cfg.ext_mt_split:
+        ratios[EXT_MT] = cfg.ext_mt_ratio
+    return ratios
+
+
+def validation_tasks(task_ratios: Mapping[str, float]) -> list[str]:
+    """The tasks validated on the dev split: the trained in-domain ones (MT when only external MT trains)."""
+    return [task for task in task_ratios if task != EXT_MT] or ["mt"]
+
+
+def build_train_data(cfg: ExperimentConfig, vocab, env: DistEnv, *, task_ratios: Mapping[str, float] | None = None,
+                     seed: int | None = None) -> LoaderData:
+    """Training batches mixing `task_ratios` (task or `ext_mt` -> sampling ratio; default
+    `default_task_ratios`), sampled with `seed` (default train.seed), and validation batches of those tasks."""
+    data = cfg.data
+    seed = cfg.train.seed if seed is None else seed
+    ratios = dict(task_ratios) if task_ratios is not None else default_task_ratios(data)
     features = FeatureConfig(features=data.features, specaugment=data.specaugment or None,
                              cache=data.cache_features)
     datasets: dict[str, SpeechTextDataset] = load_datasets(
-        _manifest(data, data.train_split), data.tasks, vocab, features=features, train=True, seed=seed)
-    if data.ext_mt_split:
+        _manifest(data, data.train_split), [t for t in ratios if t != EXT_MT], vocab, features=features,
+        train=True, seed=seed)
+    if EXT_MT in ratios:
+        if not data.ext_mt_split:
+            raise DataError("data.ext_mt_split", "the training tasks include ext_mt but data.ext_mt_split is not "
+                                                 "set (the external MT manifest prep writes as ext_mt.tsv)")
         datasets[EXT_MT] = SpeechTextDataset.from_manifest(_manifest(data, data.ext_mt_split), "mt", vocab,
                                                            features=features, train=True, seed=seed)
-    samplers = {name: _sampler(ds, data, ds.task, seed=seed, shuffle=True, rank=env.rank,
-                               world_size=env.world_size) for name, ds in datasets.items()}
+    # in `ratios` order: the MultitaskSampler's draws map to tasks in that order
+    samplers = {name: _sampler(datasets[name], data, datasets[name].task, seed=seed, shuffle=True, rank=env.rank,
+                               world_size=env.world_size) for name in ratios}
     if len(samplers) == 1:
         sampler: DynamicBatchSampler | MultitaskSampler = next(iter(samplers.values()))
     else:
-        ratios = {name: (data.ext_mt_ratio if name == EXT_MT else 1.0) for name in samplers}
-        sampler = MultitaskSampler(samplers, ratios, seed=seed, epoch_task=data.tasks[0])
+        sampler = MultitaskSampler(samplers, ratios, seed=seed, epoch_task=next(iter(ratios)))
     train = build_loader(datasets, sampler, num_workers=data.num_workers)
-    valid_sets = load_datasets(_manifest(data, data.valid_split), data.tasks, vocab, features=features,
-                               train=False, seed=seed)
+    valid_sets = load_datasets(_manifest(data, data.valid_split), validation_tasks(ratios), vocab,
+                               features=features, train=False, seed=seed)
     valid = {task: build_loader(ds, _sampler(ds, data, task, seed=seed, shuffle=False, rank=0, world_size=1),
                                 num_workers=data.num_workers)
              for task, ds in valid_sets.items()}

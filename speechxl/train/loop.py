@@ -20,12 +20,17 @@ from tqdm import tqdm
 
 from speechxl.config import ExperimentConfig, TrainConfig, config_to_dict, dump_config, load_config
 from speechxl.train import checkpoint as ckpt
+from speechxl.train.batches import bleu_task, build_train_data, validation_tasks
 from speechxl.train.distributed import (
     DistEnv, all_reduce_sum, barrier, broadcast_from_main, gather_objects, init_distributed, shutdown,
     sum_dicts_over_ranks,
 )
 from speechxl.train.logs import RunLog, summarize
 from speechxl.train.optim import InverseSqrtSchedule, build_optimizer
+from speechxl.train.stages import (
+    INIT_PREVIOUS, Stage, apply_acoustic_freeze, apply_trainable, parse_stages, schedule_updates, stage_at,
+    stage_starts, stage_train_config, total_updates,
+)
 
 
 class TrainData(Protocol):
@@ -57,14 +62,51 @@ class TrainState:
     stop: bool = False
 
 
+@dataclass
+class StageRun:
+    """What the updates of one stage train with. A config without `stages` is one open-ended StageRun."""
+
+    index: int
+    stage: Stage | None  # None: the config has no `stages` section
+    start: int  # global update count at which the stage began
+    end: int | None  # global update count at which the next stage begins; None: the last (or only) stage
+    train: TrainConfig  # train.* with the stage's overrides
+    tasks: list[str]  # tasks validated on the dev split
+    data: TrainData
+    trained: torch.nn.Module  # the model, wrapped for DDP when distributed
+    optimizer: torch.optim.Optimizer
+    schedule: InverseSqrtSchedule
+    scaler: torch.amp.GradScaler | None
+    trainable: list[str]  # names of the parameters the optimizer updates
+
+    @property
+    def log_tags(self) -> dict[str, str]:
+        return {"stage": self.stage.name} if self.stage is not None else {}
+
+
+@dataclass
+class Handover:
+    """What a stage starts from: the previous stage's state at a boundary, or trainer.pt's on resume."""
+
+    optimizer: dict | None = None
+    scaler: dict | None = None
+    trainable: list[str] | None = None  # the parameter names `optimizer` belongs to
+    sampler: dict | None = None  # the data position; set only when resuming inside the stage
+
+
 # ---------------------------------------------------------------------------------------------- the loop
 
 def train(cfg: ExperimentConfig, *, model: torch.nn.Module | None = None, vocab=None,
           data: TrainData | None = None, vocab_files: list[Path] | None = None) -> TrainState:
-    """Train per `cfg`, resuming from `cfg.run_dir`'s last checkpoint when there is one.
+    """Train per `cfg` (its `stages` in order, when it has them), resuming from `cfg.run_dir`'s last
+    checkpoint when there is one.
 
-    `model`, `vocab`, `data` are built from the config when not given (tests pass small ones).
+    `model`, `vocab`, `data` are built from the config when not given (tests pass small ones); `data` only
+    without stages, since every stage builds its own.
     """
+    stages = parse_stages(cfg.stages, "config stages") if cfg.stages else []
+    if stages and data is not None:
+        raise ValueError("train(data=...) cannot be used with `stages`: each stage builds its own data")
     env = init_distributed(cfg.train.device)
     try:
         run_dir = Path(cfg.run_dir)
@@ -81,55 +123,52 @@ def train(cfg: ExperimentConfig, *, model: torch.nn.Module | None = None, vocab=
         elif cfg.train.init_from:
             init_weights(model, Path(cfg.train.init_from))
         model.to(env.device)
-        trained = wrap_for_ddp(model, env, cfg.train)
-        optimizer = build_optimizer(model.parameters(), cfg.train)
-        schedule = InverseSqrtSchedule(optimizer, lr=cfg.train.lr, warmup_updates=cfg.train.warmup_updates,
-                                       warmup_init_lr=cfg.train.warmup_init_lr)
-        scaler = make_grad_scaler(cfg.train, env)
-        if data is None:
-            from speechxl.train.batches import build_train_data
-
-            data = build_train_data(cfg, vocab, env)
         state = TrainState()
-        if resume_from is not None:
-            restore(resume_from, state, optimizer, scaler, data, env)
+        index, handover = resume(resume_from, stages, state, env) if resume_from is not None else (0, Handover())
+        run = enter_stage(cfg, stages, index, state, model, vocab, env, handover, data)
         run_log = RunLog(run_dir) if env.is_main else None
         if run_log is not None and resume_from is not None:
             run_log.truncate_after(state.num_updates)
 
-        bar = tqdm(total=cfg.train.max_update or None, initial=state.num_updates, disable=not env.is_main,
+        max_update = run_max_update(cfg.train, stages)
+        bar = tqdm(total=max_update or None, initial=state.num_updates, disable=not env.is_main,
                    desc="train", unit="upd", dynamic_ncols=True)
-        schedule.step_update(state.num_updates)
         saved_at = validated_at = state.num_updates if resume_from is not None else -1
         while True:
-            state.epoch = data.state_dict()["epoch"]
-            if finished(state, cfg.train):
+            state.epoch = run.data.state_dict()["epoch"]
+            if finished(state, max_update, cfg.train.max_epoch):
                 break
-            for micro_batches in group_batches(data, cfg.train.update_freq):
+            stage_done = False
+            for micro_batches in group_batches(run.data, run.train.update_freq):
                 step_start = time.perf_counter()
-                logs = train_step(trained, model, micro_batches, optimizer, scaler, cfg.train, env)
+                before_update(model, run, state.num_updates)
+                logs = train_step(run.trained, model, micro_batches, run.optimizer, run.scaler, run.train, env)
                 state.num_updates += 1
-                lr = schedule.step_update(state.num_updates)
+                lr = run.schedule.step_update(schedule_position(stages, state.num_updates))
                 add_logs(state, logs)
                 report_progress(bar, logs, lr, time.perf_counter() - step_start)
-                if due(state.num_updates, cfg.train.log_every):
-                    write_train_log(run_log, state, lr, env)
-                at_end = finished(state, cfg.train)  # max_update reached (max_epoch ends after the loop)
+                if due(state.num_updates, run.train.log_every):
+                    write_train_log(run_log, state, lr, env, run.log_tags)
+                # max_update reached (max_epoch ends after the loop), or the stage's last update done
+                at_end = finished(state, max_update, cfg.train.max_epoch)
+                stage_done = run.end is not None and state.num_updates >= run.end
                 metrics = None
-                if due(state.num_updates, cfg.train.validate_every) or at_end:
-                    metrics = validate_and_track(model, data, vocab, cfg, state, env, run_log)
+                if due(state.num_updates, run.train.validate_every) or at_end or stage_done:
+                    metrics = validate_and_track(model, run, vocab, state, env, run_log)
                     validated_at = state.num_updates
-                if (due(state.num_updates, cfg.train.save_every) or (metrics or {}).get("improved")
-                        or at_end or state.stop):
-                    save(run_dir, model, cfg, vocab_files, optimizer, scaler, state, data, metrics, env)
+                if (due(state.num_updates, run.train.save_every) or (metrics or {}).get("improved")
+                        or at_end or stage_done or state.stop):
+                    save(run_dir, model, cfg, vocab_files, run, state, metrics, env)
                     saved_at = state.num_updates
-                if finished(state, cfg.train):
+                if at_end or stage_done or state.stop:
                     break
+            if stage_done and not finished(state, max_update, cfg.train.max_epoch):
+                run = enter_stage(cfg, stages, run.index + 1, state, model, vocab, env, handover_of(run), None)
         if saved_at != state.num_updates:  # the end of training is always validated and saved
             metrics = None
             if validated_at != state.num_updates:
-                metrics = validate_and_track(model, data, vocab, cfg, state, env, run_log)
-            save(run_dir, model, cfg, vocab_files, optimizer, scaler, state, data, metrics, env)
+                metrics = validate_and_track(model, run, vocab, state, env, run_log)
+            save(run_dir, model, cfg, vocab_files, run, state, metrics, env)
         bar.close()
         if run_log is not None:
             run_log.close()
@@ -208,6 +247,108 @@ def autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
 
 
+# ----------------------------------------------------------------------------------------------- stages
+
+def run_max_update(cfg: TrainConfig, stages: list[Stage]) -> int:
+    """Updates of the whole run (0: no limit): the stages' total, cut short by train.max_update if lower."""
+    limits = [n for n in (total_updates(stages) if stages else 0, cfg.max_update) if n > 0]
+    return min(limits, default=0)
+
+
+def schedule_position(stages: list[Stage], num_updates: int) -> int:
+    """The update count the LR schedule sees: it restarts at stages that reset the optimizer."""
+    return schedule_updates(stages, num_updates) if stages else num_updates
+
+
+def stage_model(model: torch.nn.Module, stage: Stage, resuming_inside: bool, env: DistEnv) -> None:
+    """A stage's starting weights (`init`) and trainable parameters (`trainable`)."""
+    if stage.init != INIT_PREVIOUS and not resuming_inside:  # inside the stage, the checkpoint has the weights
+        init_weights(model, Path(stage.init))
+    counts = apply_trainable(model, stage)
+    if env.is_main:
+        tqdm.write(f"stage {stage.name}: tasks {stage.tasks}, {counts['trainable']:,} trainable and "
+                   f"{counts['frozen']:,} frozen parameters")
+
+
+def stage_optimizer(model: torch.nn.Module, stage: Stage | None, cfg: TrainConfig, handover: Handover,
+                    trainable: list[str]) -> torch.optim.Optimizer:
+    """A new optimizer over the trainable parameters, with the handed-over state when it still applies: always
+    inside a stage; at a boundary unless the stage resets the optimizer or trains another parameter set."""
+    optimizer = build_optimizer(model.parameters(), cfg)
+    inside = handover.sampler is not None
+    carry = handover.optimizer is not None and (
+        inside or (stage is not None and not stage.reset_optimizer and handover.trainable == trainable))
+    if carry:
+        optimizer.load_state_dict(handover.optimizer)
+        for group in optimizer.param_groups:  # a stage may change them; the saved state has the old ones
+            group.update(betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    return optimizer
+
+
+def enter_stage(cfg: ExperimentConfig, stages: list[Stage], index: int, state: TrainState, model: torch.nn.Module,
+                vocab, env: DistEnv, handover: Handover, data: TrainData | None) -> StageRun:
+    """Set up stage `index` (the whole run without stages) at `state.num_updates`: weights, trainable set,
+    DDP wrapper, optimizer, LR schedule, scaler and data, from `handover`. Draws from no RNG."""
+    stage = stages[index] if stages else None
+    inside = handover.sampler is not None
+    if stage is not None:
+        stage_model(model, stage, inside, env)
+        if not inside:  # each stage keeps its own best BLEU (stages validate different tasks) and patience
+            state.best_bleu, state.bad_validations = None, 0
+    train_cfg = stage_train_config(cfg.train, stage) if stage is not None else cfg.train
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    optimizer = stage_optimizer(model, stage, train_cfg, handover, trainable)
+    schedule = InverseSqrtSchedule(optimizer, lr=train_cfg.lr, warmup_updates=train_cfg.warmup_updates,
+                                   warmup_init_lr=train_cfg.warmup_init_lr)
+    schedule.step_update(schedule_position(stages, state.num_updates))
+    scaler = make_grad_scaler(train_cfg, env)
+    if scaler is not None and handover.scaler is not None:
+        scaler.load_state_dict(handover.scaler)
+    if data is None:
+        # A seed per stage: a stage that trains the same tasks again sees them in another order.
+        data = build_train_data(cfg, vocab, env, task_ratios=stage.tasks if stage is not None else None,
+                                seed=cfg.train.seed + index)
+    if inside:
+        data.load_state_dict(handover.sampler)
+    starts = stage_starts(stages) if stages else [0]
+    return StageRun(index=index, stage=stage, start=starts[index],
+                    end=starts[index + 1] if index + 1 < len(starts) else None, train=train_cfg,
+                    tasks=validation_tasks(stage.tasks) if stage is not None else list(cfg.data.tasks),
+                    data=data, trained=wrap_for_ddp(model, env, train_cfg), optimizer=optimizer,
+                    schedule=schedule, scaler=scaler, trainable=trainable)
+
+
+def handover_of(run: StageRun) -> Handover:
+    """What the next stage may carry over from `run` (not its data position: each stage has its own data)."""
+    return Handover(optimizer=run.optimizer.state_dict(), trainable=run.trainable,
+                    scaler=run.scaler.state_dict() if run.scaler is not None else None)
+
+
+def resume(directory: Path, stages: list[Stage], state: TrainState, env: DistEnv) -> tuple[int, Handover]:
+    """Restore trainer.pt's counters and this rank's RNGs; returns the stage to continue and its handover.
+
+    A checkpoint saved at a stage boundary belongs to the stage before: the next stage then starts as in an
+    uninterrupted run (fresh data position, optimizer carried per its rules). Set-up draws from no RNG, so
+    restoring the RNGs first is exact in both cases.
+    """
+    saved = load_resume_state(directory, env)
+    restore_progress(saved, state, env)
+    set_rng_state(saved["rng"][env.rank])
+    index = stage_at(stages, state.num_updates)[0] if stages else 0
+    inside = saved.get("stage", 0) == index
+    return index, Handover(optimizer=saved["optimizer"], scaler=saved["scaler"], trainable=saved.get("trainable"),
+                           sampler=saved["sampler"] if inside else None)
+
+
+def before_update(model: torch.nn.Module, run: StageRun, num_updates: int) -> None:
+    """wav2vec2's freeze phase: a stage's `freeze_acoustic_updates` counts updates within the stage, else the
+    model's own `w2v_freeze_updates` counts updates of the run."""
+    if run.stage is not None and run.stage.freeze_acoustic_updates is not None:
+        apply_acoustic_freeze(model, run.stage, num_updates - run.start)
+    elif hasattr(model, "set_update"):
+        model.set_update(num_updates)
+
+
 # ----------------------------------------------------------------------------------------------- update
 
 def group_batches(batches: Iterable[dict], update_freq: int) -> Iterator[list[dict]]:
@@ -263,9 +404,9 @@ def train_step(trained: torch.nn.Module, model: torch.nn.Module, micro_batches: 
     return logs
 
 
-def finished(state: TrainState, cfg: TrainConfig) -> bool:
-    return (state.stop or (cfg.max_update > 0 and state.num_updates >= cfg.max_update)
-            or (cfg.max_epoch > 0 and state.epoch > cfg.max_epoch))
+def finished(state: TrainState, max_update: int, max_epoch: int) -> bool:
+    return (state.stop or (max_update > 0 and state.num_updates >= max_update)
+            or (max_epoch > 0 and state.epoch > max_epoch))
 
 
 def due(num_updates: int, every: int) -> bool:
@@ -289,13 +430,14 @@ def report_progress(bar: tqdm, logs: dict[str, float], lr: float, seconds: float
     bar.update(1)
 
 
-def write_train_log(run_log: RunLog | None, state: TrainState, lr: float, env: DistEnv) -> None:
+def write_train_log(run_log: RunLog | None, state: TrainState, lr: float, env: DistEnv,
+                    tags: dict[str, str]) -> None:
     sums = sum_dicts_over_ranks(state.log_sums, env)
     state.log_sums = {}
     if run_log is None:
         return
     updates = max(sums.pop("updates", 1.0), 1e-9)
-    record = {"type": "train", "update": state.num_updates, "epoch": state.epoch, **summarize(sums),
+    record = {"type": "train", "update": state.num_updates, "epoch": state.epoch, **tags, **summarize(sums),
               "gnorm": sums.get("gnorm_sum", 0.0) / updates, "lr": lr}
     run_log.write(record)
 
@@ -338,14 +480,11 @@ def validate(model: torch.nn.Module, data: TrainData, vocab, cfg: TrainConfig, d
     return metrics
 
 
-def validate_and_track(model: torch.nn.Module, data: TrainData, vocab, experiment: ExperimentConfig,
-                       state: TrainState, env: DistEnv, run_log: RunLog | None) -> dict:
+def validate_and_track(model: torch.nn.Module, run: StageRun, vocab, state: TrainState, env: DistEnv,
+                       run_log: RunLog | None) -> dict:
     """Validate on the main rank (the others wait), track the best BLEU and patience on every rank."""
-    from speechxl.train.batches import bleu_task
-
-    cfg = experiment.train
-    metrics = (validate(model, data, vocab, cfg, env.device, bleu_task(experiment.data.tasks))
-               if env.is_main else None)
+    cfg = run.train
+    metrics = (validate(model, run.data, vocab, cfg, env.device, bleu_task(run.tasks)) if env.is_main else None)
     metrics = broadcast_from_main(metrics, env)
     bleu_score = metrics.get("bleu")
     metrics["improved"] = bleu_score is not None and (state.best_bleu is None or bleu_score > state.best_bleu)
@@ -355,7 +494,8 @@ def validate_and_track(model: torch.nn.Module, data: TrainData, vocab, experimen
         state.bad_validations += 1
         state.stop = cfg.patience > 0 and state.bad_validations >= cfg.patience
     if run_log is not None:
-        run_log.write({**metrics, "update": state.num_updates, "epoch": state.epoch, "best_bleu": state.best_bleu})
+        run_log.write({**metrics, "update": state.num_updates, "epoch": state.epoch, **run.log_tags,
+                       "best_bleu": state.best_bleu})
     return metrics
 
 
@@ -380,29 +520,39 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainer_state(state: TrainState, optimizer, scaler, data: TrainData, env: DistEnv) -> dict | None:
+def trainer_state(state: TrainState, run: StageRun, env: DistEnv) -> dict | None:
     """trainer.pt content; collective (every rank's RNG state is gathered), returns None off the main rank."""
     rng = gather_objects(rng_state(), env)
     log_sums = sum_dicts_over_ranks(state.log_sums, env)
     if not env.is_main:
         return None
-    return {"num_updates": state.num_updates, "epoch": state.epoch, "sampler": data.state_dict(),
+    return {"num_updates": state.num_updates, "epoch": state.epoch, "sampler": run.data.state_dict(),
             "best_bleu": state.best_bleu, "bad_validations": state.bad_validations, "log_sums": log_sums,
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": rng, "world_size": env.world_size}
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+            "rng": rng, "world_size": env.world_size, "stage": run.index, "trainable": run.trainable}
+
+
+def checkpoint_config(model: torch.nn.Module, cfg: ExperimentConfig) -> dict:
+    """The config saved in a checkpoint; a model with `checkpoint_config()` writes its own model section, one
+    that rebuilds it without outside files (XSTNet: the wav2vec2 config instead of `w2v_path`)."""
+    config = config_to_dict(cfg)
+    if hasattr(model, "checkpoint_config"):
+        config["model"] = model.checkpoint_config()
+    return config
 
 
 def save(run_dir: Path, model: torch.nn.Module, cfg: ExperimentConfig, vocab_files: list[Path] | None,
-         optimizer, scaler, state: TrainState, data: TrainData, metrics: dict | None, env: DistEnv) -> None:
+         run: StageRun, state: TrainState, metrics: dict | None, env: DistEnv) -> None:
     """Write checkpoints/ckpt-<update>, point `last` (and `best` on a better BLEU) at it, prune old ones."""
-    resumable = trainer_state(state, optimizer, scaler, data, env)
+    resumable = trainer_state(state, run, env)
     if env.is_main:
         directory = run_dir / ckpt.CHECKPOINTS / f"ckpt-{state.num_updates}"
         if not directory.exists():  # the final save can coincide with a periodic one
             kept_metrics = {k: v for k, v in (metrics or {}).items() if k not in ("type", "improved")}
-            ckpt.write_checkpoint(directory, model_state=model.state_dict(), config=config_to_dict(cfg),
+            ckpt.write_checkpoint(directory, model_state=model.state_dict(), config=checkpoint_config(model, cfg),
                                   vocab_files=list(vocab_files or []), trainer_state=resumable,
-                                  metrics={"update": state.num_updates, **kept_metrics})
+                                  metrics={"update": state.num_updates, **run.log_tags, **kept_metrics})
         ckpt.point_link(run_dir, "last", directory)
         if metrics is not None and metrics.get("improved"):
             ckpt.point_link(run_dir, "best", directory)
@@ -410,19 +560,18 @@ def save(run_dir: Path, model: torch.nn.Module, cfg: ExperimentConfig, vocab_fil
     barrier(env)
 
 
-def restore(directory: Path, state: TrainState, optimizer, scaler, data: TrainData, env: DistEnv) -> None:
-    """Load trainer.pt into `state`, the optimizer, the scaler, the data position and this rank's RNGs."""
+def load_resume_state(directory: Path, env: DistEnv) -> dict:
+    """trainer.pt of the checkpoint to resume from, checked against this run's process count."""
     saved = ckpt.load_trainer_state(directory)
     if saved["world_size"] != env.world_size:
         # The sampler position and the per-rank RNG states are per process.
         raise ckpt.CheckpointError(f"{directory}: saved by {saved['world_size']} processes, resumed with "
                                    f"{env.world_size}; exact resume needs the same number")
+    return saved
+
+
+def restore_progress(saved: dict, state: TrainState, env: DistEnv) -> None:
+    """The counters of trainer.pt into `state` (the optimizer, scaler and data position go to enter_stage)."""
     state.num_updates, state.epoch = saved["num_updates"], saved["epoch"]
-    state.best_bleu = saved["best_bleu"]
-    data.load_state_dict(saved["sampler"])
-    state.bad_validations = saved["bad_validations"]
+    state.best_bleu, state.bad_validations = saved["best_bleu"], saved["bad_validations"]
     state.log_sums = dict(saved["log_sums"]) if env.is_main else {}
-    optimizer.load_state_dict(saved["optimizer"])
-    if scaler is not None and saved["scaler"] is not None:
-        scaler.load_state_dict(saved["scaler"])
-    set_rng_state(saved["rng"][env.rank])

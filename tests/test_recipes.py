@@ -1,0 +1,145 @@
+"""The MuST-C and CoVoST 2 XSTNet recipes, run as a user runs them (bash, `speechxl` commands) on the SynthST
+fixtures with the tiny config, and their paper configs checked against METHODS.md."""
+from __future__ import annotations
+
+import json
+import re
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Wav2Vec2Model
+
+from speechxl.config import load_config
+from speechxl.data.manifest import read_manifest
+from speechxl.modules.wav2vec2 import wav2vec2_config
+from speechxl.train import checkpoint as ckpt
+from speechxl.train.logs import read_log
+from speechxl.train.stages import parse_stages
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+MT_UPDATES, MULTITASK_UPDATES = 2, 3  # the stages of conf/xstnet_tiny.yaml
+
+
+def run_recipe(corpus: str, *args: object, check: bool = True) -> subprocess.CompletedProcess:
+    # `speechxl` and `python3` of this interpreter's environment, one thread per process on a shared CPU
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(RECIPES / corpus / "run.sh"), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def tiny_w2v(directory: Path) -> Path:
+    """A wav2vec2 as `speechxl convert fairseq-wav2vec2` writes it (an HF directory), tiny."""
+    torch.manual_seed(0)
+    Wav2Vec2Model(wav2vec2_config("tiny", conv_dim=[32] * 7, hidden_size=64, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=64)).save_pretrained(directory)
+    return directory
+
+
+def assert_every_stage_ran(data: Path, exp: Path, *, splits: list[str], test_split: str, corpus: str,
+                           pair: str, n_test: int) -> None:
+    # 0 prep: manifests (with the external MT) and the vocabulary
+    for split in [*splits, "ext_mt"]:
+        assert read_manifest(data / f"{split}.tsv")
+    assert (data / "spm.model").is_file()
+    # 1-2 one run through both training stages; stage 1's last checkpoint belongs to stage 1
+    records = [r for r in read_log(exp) if r["type"] == "train"]
+    assert [(r["update"], r["stage"]) for r in records] == (
+        [(u, "mt_pretrain") for u in range(1, MT_UPDATES + 1)]
+        + [(u, "multitask") for u in range(MT_UPDATES + 1, MT_UPDATES + MULTITASK_UPDATES + 1)])
+    boundary = exp / "checkpoints" / f"ckpt-{MT_UPDATES}"
+    assert ckpt.load_trainer_state(boundary)["stage"] == 0
+    assert ckpt.load_trainer_state(exp / "checkpoints" / "last")["stage"] == 1
+    # 3 average of the last 2 checkpoints, self-contained (no path to the wav2vec2 directory)
+    averaged = ckpt.load_metrics(exp / "avg")["averaged_from"]
+    assert [Path(p).name for p in averaged] == [f"ckpt-{MT_UPDATES + MULTITASK_UPDATES - 1}",
+                                                f"ckpt-{MT_UPDATES + MULTITASK_UPDATES}"]
+    assert ckpt.load_config_dict(exp / "avg")["model"]["w2v_path"] == ""
+    # 4 hypotheses, 5 score, 6 leaderboard row
+    decode = exp / f"decode_{test_split}"
+    assert len((decode / "hyp.txt").read_text(encoding="utf-8").splitlines()) == n_test
+    score = json.loads((exp / "score.json").read_text(encoding="utf-8"))
+    assert isinstance(score["bleu"], float) and "case:mixed" in score["signature"] and "tok:13a" in score["signature"]
+    (row,) = [json.loads(line) for line in (exp / "leaderboard.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert row == {"system": "speechxl xstnet_tiny", "corpus": corpus, "pair": pair, "bleu": score["bleu"],
+                   "signature": score["signature"], "exp": str(exp)}
+
+
+def test_mustc_recipe_runs_every_stage(synth_mustc, tmp_path):
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    run_recipe("mustc", "--root", synth_mustc, "--lang", "de", "--ext-mt", synth_mustc / "ext_mt",
+               "--w2v", tiny_w2v(tmp_path / "w2v"), "--conf", RECIPES / "mustc/conf/xstnet_tiny.yaml",
+               "--data", data, "--exp", exp, "--vocab-size", 300, "--avg-last", 2, "--max-len-b", 8,
+               "--", "train.valid_max_sentences=2")
+    assert_every_stage_ran(data, exp, splits=["train", "dev", "tst-COMMON"], test_split="tst-COMMON",
+                           corpus="MuST-C tst-COMMON", pair="en-de", n_test=8)
+    run_config = load_config(exp / "config.yaml")  # what `speechxl train` ran with: flags and overrides
+    assert run_config.train.valid_max_sentences == 2 and run_config.data.manifest_dir == str(data)
+    assert run_config.model["w2v_path"] == str(tmp_path / "w2v")
+
+
+@pytest.mark.slow
+def test_covost2_recipe_runs_every_stage_x_to_en(synth_covost2, tmp_path):
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    run_recipe("covost2", "--root", synth_covost2, "--src", "de", "--tgt", "en", "--ext-mt",
+               synth_covost2 / "ext_mt", "--conf", RECIPES / "covost2/conf/xstnet_tiny.yaml", "--data", data,
+               "--exp", exp, "--vocab-size", 300, "--avg-last", 2, "--max-len-b", 8, "--jobs", 2)
+    assert_every_stage_ran(data, exp, splits=["train", "dev", "test"], test_split="test", corpus="CoVoST 2 test",
+                           pair="de-en", n_test=8)
+
+
+def test_covost2_recipe_prep_stage(synth_covost2, tmp_path):
+    """The fast part of the CoVoST 2 recipe that differs from MuST-C: its prep (mp3 clips, X->En)."""
+    data = tmp_path / "data"
+    run_recipe("covost2", "--root", synth_covost2, "--src", "de", "--tgt", "en", "--ext-mt",
+               synth_covost2 / "ext_mt", "--data", data, "--vocab-size", 300, "--jobs", 2, "--stop-stage", 0)
+    rows = read_manifest(data / "test.tsv")
+    assert len(rows) == 8 and {(r["src_lang"], r["tgt_lang"]) for r in rows} == {("de", "en")}
+    assert all(r["audio"] == "" for r in read_manifest(data / "ext_mt.tsv"))
+
+
+@pytest.mark.parametrize("corpus, args, message", [
+    ("mustc", ["--method", "chimera"], "--method chimera is not available yet"),
+    ("mustc", ["--method", "fat"], "--method fat is not available yet"),
+    ("mustc", ["--method", "nope"], "unknown --method nope"),
+    ("mustc", ["--lang", "xx"], "--lang xx is not a MuST-C v1 language"),
+    ("mustc", ["--lang", "de", "--stop-stage", "0"], "--root .* is required"),
+    ("covost2", ["--src", "fr", "--tgt", "de"], "--src fr --tgt de is not a CoVoST 2 pair"),
+    ("covost2", ["--src", "en", "--tgt", "fr"], "--src en --tgt fr is not a CoVoST 2 pair"),
+    ("covost2", ["--method", "costt"], "--method costt is not available yet"),
+    ("covost2", ["--bogus"], "unknown option --bogus"),
+])
+def test_bad_flags_are_clear_errors(corpus, args, message):
+    done = run_recipe(corpus, *args, check=False)
+    assert done.returncode == 2
+    assert re.search(message, done.stderr), done.stderr
+
+
+@pytest.mark.parametrize("corpus", ["mustc", "covost2"])
+def test_paper_configs(corpus):
+    """base and expand carry METHODS.md's XSTNet hyper-parameters; expand keeps external MT at 0.25."""
+    for variant in ("base", "expand"):
+        path = RECIPES / corpus / "conf" / f"xstnet_{variant}.yaml"
+        cfg = load_config(path)
+        train, data = cfg.train, cfg.data
+        assert (train.lr, train.warmup_updates, train.adam_betas, train.clip_norm, train.update_freq,
+                train.label_smoothing) == (1e-4, 25000, [0.9, 0.98], 10.0, 2, 0.1)
+        assert (data.features, data.max_wave_samples, data.max_tokens) == ("wave", 1_000_000, 2000)
+        assert cfg.model["arch"] == "xstnet" and cfg.model["size"] == "base"
+        assert train.find_unused_parameters  # MT batches leave the acoustic encoder unused under DDP
+        mt_pretrain, multitask = parse_stages(cfg.stages, str(path))
+        assert multitask.max_update == 500_000 and multitask.reset_optimizer
+        assert not multitask.train_overrides  # the multitask stage runs with train.* as above
+        assert mt_pretrain.freeze == ("acoustic", "subsampler")
+        if variant == "base":
+            assert "ext_mt" not in mt_pretrain.tasks and "ext_mt" not in multitask.tasks and not data.ext_mt_split
+        else:
+            assert data.ext_mt_split == "ext_mt" and "ext_mt" in mt_pretrain.tasks
+            assert multitask.tasks == {"st": 1.0, "asr": 1.0, "mt": 1.0, "ext_mt": 0.25}
