@@ -147,7 +147,8 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lenpen", type=float, default=1.0, help="fairseq length penalty: score / length**lenpen")
     p.add_argument("--max-len-a", type=float, default=0.0, help="max output length = a * source length + b")
     p.add_argument("--max-len-b", type=int, default=200, help="max output length = a * source length + b")
-    p.add_argument("--max-tokens", type=int, default=50_000, help="batch budget (fbank frames or wave samples)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="batch budget in input units (default: 50000 fbank frames or 3.2M wave samples)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
     def run(a):

@@ -21,3 +21,13 @@ def label_smoothed_nll_loss(logits: torch.Tensor, target: torch.Tensor, *, epsil
     eps_i = epsilon / (lprobs.size(-1) - 1)
     loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
     return loss[keep].sum(), nll[keep].sum(), int(keep.sum())
+
+
+def ctc_loss(logits: torch.Tensor, input_lengths: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor, *, blank: int) -> torch.Tensor:
+    """CTC of encoder logits (B, T, V) against right-padded token targets (B, U), summed over utterances.
+
+    Utterances whose target cannot be aligned (too few frames) contribute zero instead of infinity."""
+    lprobs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V) as F.ctc_loss wants
+    return F.ctc_loss(lprobs, targets, input_lengths, target_lengths, blank=blank, reduction="sum",
+                      zero_infinity=True)

@@ -29,7 +29,7 @@ class DecodeOptions:
     lenpen: float = 1.0
     max_len_a: float = 0.0
     max_len_b: int = 200
-    max_tokens: int = 50_000  # batch budget in the model's input units (fbank frames or wave samples)
+    max_tokens: int | None = None  # batch budget in input units; None: 50k fbank frames or 3.2M wave samples
     max_sentences: int = 64
 
 
@@ -80,7 +80,10 @@ def translate(
     dataset = SpeechTextDataset(rows, "asr" if task == "asr" else "st", vocab,
                                 manifest=manifest or "<audio files>", features=_feature_config(config),
                                 prepend_lang_tag=data.get("prepend_lang_tag", True))
-    batches = length_batches(dataset.sizes, options.max_tokens, options.max_sentences)
+    default_budget = 3_200_000 if dataset.features.features == "wave" else 50_000
+    # Never below the longest utterance: every input must be decoded, alone in its batch if need be.
+    budget = max(options.max_tokens or default_budget, int(dataset.sizes.max(initial=1)))
+    batches = length_batches(dataset.sizes, budget, options.max_sentences)
     prefix_lang_of = {row["id"]: row["src_lang" if task == "asr" else "tgt_lang"] for row in rows}
     prepend_tag = data.get("prepend_lang_tag", True)
     hyps: dict[int, str] = {}

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechxl.errors import DataError
-from speechxl.losses import label_smoothed_nll_loss
+from speechxl.losses import ctc_loss, label_smoothed_nll_loss
 from speechxl.models import register_model
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
@@ -53,6 +53,9 @@ class S2TConfig:
     decoder_layerdrop: float = 0.0
     label_smoothing: float = 0.1
     ignore_prefix_size: int = 1
+    # Auxiliary CTC on the encoder output against the transcript (triplet batches), weighted into the loss:
+    # joint CTC/attention training makes the encoder learn acoustics much sooner. 0 = fairseq's model.
+    ctc_weight: float = 0.0
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "S2TConfig":
@@ -79,9 +82,9 @@ class S2TConfig:
 
 @register_model("s2t")
 class S2TTransformer(nn.Module):
-    def __init__(self, config: S2TConfig, vocab_size: int, pad: int, eos: int):
+    def __init__(self, config: S2TConfig, vocab_size: int, pad: int, eos: int, blank: int = 0):
         super().__init__()
-        self.config, self.pad, self.eos = config, pad, eos
+        self.config, self.pad, self.eos, self.blank = config, pad, eos, blank
         c = config
         self.subsampler = Conv1dSubsampler(c.input_dim, c.conv_channels, c.dim, c.conv_kernel_sizes,
                                            mask_padding=c.mask_conv_padding)
@@ -95,9 +98,12 @@ class S2TTransformer(nn.Module):
         self.decoder = TransformerDecoder(vocab_size, pad, c.decoder_layers, c.dim, c.decoder_heads,
                                           c.decoder_ffn_dim, layerdrop=c.decoder_layerdrop, **common)
 
+        # CTC blank = <s>, which never occurs inside a target (fairseq's choice for speech CTC)
+        self.ctc_head = nn.Linear(c.dim, vocab_size) if c.ctc_weight > 0 else None
+
     @classmethod
     def from_config(cls, config: dict[str, Any], vocab) -> "S2TTransformer":
-        return cls(S2TConfig.from_dict(config), len(vocab), vocab.pad, vocab.eos)
+        return cls(S2TConfig.from_dict(config), len(vocab), vocab.pad, vocab.eos, blank=vocab.bos)
 
     def encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """(B, T, input_dim) fbank -> memory (B, S, D) and its padding mask (B, S)."""
@@ -107,16 +113,33 @@ class S2TTransformer(nn.Module):
         return {"memory": self.encoder(x, padding_mask), "memory_padding_mask": padding_mask}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        enc = self.encode(batch)
-        logits = self.decoder(batch["prev_target"], enc["memory"], enc["memory_padding_mask"])
-        loss, nll, ntokens = label_smoothed_nll_loss(
-            logits, batch["target"], epsilon=self.config.label_smoothing, ignore_index=self.pad,
-            ignore_prefix_size=self.config.ignore_prefix_size)
         task = batch.get("task") or "st"
+        # ASR is the same model with the transcript as target (its <src_lang> tag tells the decoder)
+        target, prev = ((batch["transcript"], batch["prev_transcript"]) if task == "asr"
+                        else (batch["target"], batch["prev_target"]))
+        enc = self.encode(batch)
+        logits = self.decoder(prev, enc["memory"], enc["memory_padding_mask"])
+        loss, nll, ntokens = label_smoothed_nll_loss(
+            logits, target, epsilon=self.config.label_smoothing, ignore_index=self.pad,
+            ignore_prefix_size=self.config.ignore_prefix_size)
         # sample_size counts the tokens that carry loss (the ignored language tag is not one of them)
-        return {"loss": loss, "sample_size": ntokens,
-                "logs": {f"{task}_loss": loss.item(), "nll_loss": nll.item(), "ntokens": ntokens,
-                         "nsentences": batch["target"].size(0)}}
+        name = "st" if task == "triplet" else task  # s2t reads a triplet as ST (+ CTC on its transcript)
+        logs = {f"{name}_loss": loss.item(), "nll_loss": nll.item(), "ntokens": ntokens,
+                "nsentences": target.size(0)}
+        if self.ctc_head is not None and batch.get("transcript") is not None:
+            ctc = self._ctc(enc, batch)
+            logs["ctc_loss"] = ctc.item()
+            loss = loss + self.config.ctc_weight * ctc
+        return {"loss": loss, "sample_size": ntokens, "logs": logs}
+
+    def _ctc(self, enc: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+        """CTC against the transcript without its language tag and </s> (neither is spoken)."""
+        skip = self.config.ignore_prefix_size
+        tokens = batch["transcript"][:, skip:]
+        lengths = batch["transcript_lengths"] - skip - 1
+        tokens = tokens.masked_fill(tokens.eq(self.eos), self.pad)
+        frames = (~enc["memory_padding_mask"]).sum(1)
+        return ctc_loss(self.ctc_head(enc["memory"]), frames, tokens, lengths, blank=self.blank)
 
     @staticmethod
     def reorder_encoder_out(enc: dict[str, torch.Tensor], new_order: torch.Tensor) -> dict[str, torch.Tensor]:
