@@ -6,6 +6,7 @@ Each model module registers its class with `@register_model("<arch>")`; the clas
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any
 
@@ -31,3 +32,30 @@ def build_model(config: dict[str, Any], vocab) -> nn.Module:
         raise DataError("model config", f"unknown arch {arch!r}; known: {', '.join(sorted(_ARCH_MODULES))}")
     importlib.import_module(_ARCH_MODULES[arch])
     return MODELS[arch].from_config({k: v for k, v in config.items() if k != "arch"}, vocab)
+
+
+def config_from_preset(cls: type, config: dict[str, Any], sizes: dict[str, dict[str, Any]], default_size: str,
+                       arch: str):
+    """A model's config dataclass from a dict: `size` picks a preset from `sizes`, the other keys override it.
+
+    Unknown keys are an error naming the valid ones; attention/activation dropout default to `dropout`."""
+    config = dict(config)
+    size = config.pop("size", default_size)
+    if size not in sizes:
+        raise DataError("model config", f"{arch} size {size!r} is not one of {', '.join(sizes)}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - fields)
+    if unknown:
+        raise DataError("model config", f"unknown {arch} keys {unknown}; valid: {', '.join(sorted(fields))}, size")
+    values = {**sizes[size], **config}
+    for key in ("attention_dropout", "activation_dropout"):
+        values.setdefault(key, values["dropout"])
+    values["conv_kernel_sizes"] = tuple(values.get("conv_kernel_sizes", cls.conv_kernel_sizes))
+    return cls(**values)
+
+
+def config_to_dict(config: Any, arch: str) -> dict[str, Any]:
+    """The config dataclass as the plain dict a checkpoint stores (tuples as lists)."""
+    values = dataclasses.asdict(config)
+    values["conv_kernel_sizes"] = list(config.conv_kernel_sizes)
+    return {"arch": arch, **values}

@@ -2,7 +2,6 @@
 Transformer decoder with tied embeddings, trained with label-smoothed cross-entropy."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechxl.errors import DataError
 from speechxl.losses import ctc_loss, label_smoothed_nll_loss
-from speechxl.models import register_model
+from speechxl.models import config_from_preset, config_to_dict, register_model
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
 from speechxl.modules.transformer import Cache, TransformerDecoder, TransformerEncoder
@@ -60,24 +58,10 @@ class S2TConfig:
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "S2TConfig":
         """`size` (xs/s/m/l, default s) gives fairseq's preset; other keys override it."""
-        config = dict(config)
-        size = config.pop("size", "s")
-        if size not in SIZES:
-            raise DataError("model config", f"s2t size {size!r} is not one of {', '.join(SIZES)}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - fields)
-        if unknown:
-            raise DataError("model config", f"unknown s2t keys {unknown}; valid: {', '.join(sorted(fields))}, size")
-        values = {**SIZES[size], **config}
-        for key in ("attention_dropout", "activation_dropout"):
-            values.setdefault(key, values["dropout"])
-        values["conv_kernel_sizes"] = tuple(values.get("conv_kernel_sizes", cls.conv_kernel_sizes))
-        return cls(**values)
+        return config_from_preset(cls, config, SIZES, "s", "s2t")
 
     def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["conv_kernel_sizes"] = list(self.conv_kernel_sizes)
-        return {"arch": "s2t", **values}
+        return config_to_dict(self, "s2t")
 
 
 @register_model("s2t")

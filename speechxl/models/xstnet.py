@@ -12,7 +12,6 @@ ones (the tag is part of the sequence, exactly as a language tag is part of a te
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from transformers import Wav2Vec2Config
 
 from speechxl.errors import DataError
 from speechxl.losses import label_smoothed_nll_loss
-from speechxl.models import register_model
+from speechxl.models import config_from_preset, config_to_dict, register_model
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
 from speechxl.modules.transformer import Cache, TransformerDecoder, TransformerEncoder
@@ -89,24 +88,10 @@ class XSTNetConfig:
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "XSTNetConfig":
         """`size` (base/tiny, default base) gives the preset; other keys override it."""
-        config = dict(config)
-        size = config.pop("size", "base")
-        if size not in SIZES:
-            raise DataError("model config", f"xstnet size {size!r} is not one of {', '.join(SIZES)}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - fields)
-        if unknown:
-            raise DataError("model config", f"unknown xstnet keys {unknown}; valid: {', '.join(sorted(fields))}, size")
-        values = {**SIZES[size], **config}
-        for key in ("attention_dropout", "activation_dropout"):
-            values.setdefault(key, values["dropout"])
-        values["conv_kernel_sizes"] = tuple(values.get("conv_kernel_sizes", cls.conv_kernel_sizes))
-        return cls(**values)
+        return config_from_preset(cls, config, SIZES, "base", "xstnet")
 
     def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["conv_kernel_sizes"] = list(self.conv_kernel_sizes)
-        return {"arch": "xstnet", **values}
+        return config_to_dict(self, "xstnet")
 
 
 def build_acoustic(c: XSTNetConfig) -> Wav2Vec2Encoder:
