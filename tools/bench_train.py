@@ -1,13 +1,15 @@
 """Training-step throughput of speechxl's S2T vs HF Speech2Text with the same weights and inputs.
 
 One step = forward + label-smoothed CE + backward + Adam. Prints one JSON line.
-  python tools/bench_train.py --steps 3                      # CPU
+  python tools/bench_train.py --steps 5                      # CPU
+  python tools/bench_train.py --threads 1 --frames 1200 1200  # one thread (steadier on a shared CPU), no padding
   python tools/bench_train.py --device cuda --dtype bf16 --steps 20
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -59,7 +61,8 @@ def padded_batch(n: int, frames: tuple[int, int], tokens: tuple[int, int], vocab
 
 
 def timed_alternating(steps: dict, repeats: int, warmup: int, device: str) -> dict[str, float]:
-    """Steps per second of each callable; runs alternate so both see the same machine load."""
+    """Median seconds per step of each callable. Runs interleave and the order flips every round, so both
+    see the same machine load (the CPU may be shared); the median ignores a step hit by a burst of load."""
     def sync():
         if device == "cuda":
             torch.cuda.synchronize()
@@ -67,15 +70,16 @@ def timed_alternating(steps: dict, repeats: int, warmup: int, device: str) -> di
     for step in steps.values():
         for _ in range(warmup):
             step()
-    seconds = dict.fromkeys(steps, 0.0)
-    for _ in tqdm(range(repeats), desc="alternating runs", leave=False):
-        for name, step in steps.items():
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for round_ in tqdm(range(repeats), desc="alternating runs", leave=False):
+        for name in names if round_ % 2 == 0 else names[::-1]:
             sync()
             start = time.perf_counter()
-            step()
+            steps[name]()
             sync()
-            seconds[name] += time.perf_counter() - start
-    return {name: repeats / total for name, total in seconds.items()}
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def main() -> None:
@@ -85,12 +89,17 @@ def main() -> None:
     parser.add_argument("--size", default="s", choices=list(SIZES))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=8000)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per implementation")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per implementation")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation first")
+    parser.add_argument("--frames", type=int, nargs=2, default=(300, 1200), metavar=("MIN", "MAX"),
+                        help="utterance lengths in fbank frames, drawn uniformly (equal MIN and MAX: no padding)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for both (default: torch's)")
     a = parser.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     ours, hf = models(a.size, a.vocab, a.device)
     ours.train(), hf.train()
-    batch = padded_batch(a.batch, (300, 1200), (20, 60), a.vocab, a.device)
+    batch = padded_batch(a.batch, tuple(a.frames), (20, 60), a.vocab, a.device)
     mask = (torch.arange(batch["audio"].size(1), device=a.device)[None, :] < batch["audio_lengths"][:, None]).long()
     autocast = torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.dtype == "bf16")
     ours_opt = torch.optim.Adam(ours.parameters(), lr=1e-5)
@@ -112,12 +121,14 @@ def main() -> None:
         hf_opt.step()
         hf_opt.zero_grad(set_to_none=True)
 
-    rates = timed_alternating({"ours": ours_step, "hf": hf_step}, a.steps, a.warmup, a.device)
-    ours_rate, hf_rate = rates["ours"], rates["hf"]
+    seconds = timed_alternating({"ours": ours_step, "hf": hf_step}, a.steps, a.warmup, a.device)
+    ours_rate, hf_rate = 1 / seconds["ours"], 1 / seconds["hf"]
     print(json.dumps({
         "bench": "train_step", "ours_steps_per_s": round(ours_rate, 4), "hf_steps_per_s": round(hf_rate, 4),
+        "statistic": "median",
         "ratio": round(ours_rate / hf_rate, 3), "device": a.device, "dtype": a.dtype, "size": a.size,
-        "batch": a.batch, "frames": int(batch["audio_lengths"].sum()), "target_tokens": batch["ntokens"],
+        "batch": a.batch, "frames": int(batch["audio_lengths"].sum()),
+        "padded_frames": batch["audio"].size(0) * batch["audio"].size(1), "target_tokens": batch["ntokens"],
         "vocab": a.vocab, "steps": a.steps, "torch": torch.__version__, "transformers": transformers.__version__,
         "threads": torch.get_num_threads()}))
 

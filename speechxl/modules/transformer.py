@@ -6,6 +6,11 @@ Parameter names say what they are (`self_attn.q_proj`, `self_attn_norm`, `cross_
 Grouped rows: the decoder accepts N = B·k token rows against B memory rows, rows b·k … b·k+k−1 belonging
 to memory row b (k beams per utterance). Cross-attention keys/values are then computed and cached once
 per utterance instead of once per beam, and never copied when beams are reordered.
+
+CPU training path (same function, cheaper): dropout masks from 16-bit uniforms (`dropout_multiplier`), attention
+with dropout computed eagerly instead of by SDPA's math fallback, q/k/v as one matmul, and the encoder's
+position-wise work on real rows only (`RowPacking`). tests/test_transformer_training_path.py checks it equals
+the eval path.
 """
 from __future__ import annotations
 
@@ -30,6 +35,86 @@ def key_padding_to_attn_mask(padding_mask: torch.Tensor | None) -> torch.Tensor 
     return ~padding_mask[:, None, None, :]
 
 
+_KEEP_LEVELS = 1 << 16  # the CPU dropout mask compares 16-bit uniforms: p is realised to within 2^-17
+
+
+def dropout_multiplier(like: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted-dropout multiplier shaped like `like`: 0 with probability p, else 1/(1−p), on `like`'s device.
+
+    On CPU, drawing the random numbers is what dropout costs (the generator is serial: torch's bernoulli_
+    spends ~4 ns per element, several times a multiply). One 64-bit draw is cut into four 16-bit uniforms,
+    so a quarter of the draws give the mask. The scale uses the realised keep rate, so E[output] = input.
+    """
+    n, drop = like.numel(), round(p * _KEEP_LEVELS)
+    if drop >= _KEEP_LEVELS:
+        return torch.zeros_like(like)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-(1 << 63), None)
+    uniform16 = words.view(torch.int16)[:n].view(like.shape)  # uniform over [-2^15, 2^15)
+    keep = uniform16 >= drop - _KEEP_LEVELS // 2
+    # via uint8: torch converts uint8 to float several times faster than bool (and bool × float is slower still)
+    return keep.view(torch.uint8).to(like.dtype).mul_(_KEEP_LEVELS / (_KEEP_LEVELS - drop))
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":  # accelerators have a fused dropout kernel with its own fast generator
+        return F.dropout(x, p, True)
+    return x * dropout_multiplier(x, p)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout (same `p`, same expectation) with the cheaper CPU mask of `dropout_multiplier`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+    def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """residual + dropout(x); on CPU one fused multiply-add instead of a multiply and an add."""
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return residual + self(x)
+        return torch.addcmul(residual, x, dropout_multiplier(x, self.p))
+
+
+def _eager_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+                     is_causal: bool, dropout_p: float) -> torch.Tensor:
+    """softmax(q·kᵀ masked)·v with dropout on the probabilities; q (B, H, t, hd) is already scaled.
+
+    For dropout on CPU, SDPA runs its unfused math kernel; these are the same steps without its extra passes
+    over the scores (q and k scaled separately, the bool mask turned into a float one and added, a check for
+    fully masked rows) and with the cheaper dropout mask.
+    """
+    scores = torch.matmul(q, keys.transpose(-1, -2))
+    if is_causal:
+        t, s = scores.shape[-2:]
+        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril_(s - t)
+    if mask is not None:
+        # adding a -inf bias has a free backward (masked_fill's is another pass over the scores); in place
+        # because matmul's backward does not need its output
+        scores.add_(torch.zeros(mask.shape, dtype=scores.dtype, device=q.device).masked_fill_(~mask, float("-inf")))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.matmul(dropout(probs, dropout_p, True), values)
+
+
+class RowPacking:
+    """The real (non-padding) rows of a padded (B, T, ·) batch. Position-wise work (projections, feed-forward,
+    norms, dropout) runs on these rows only; attention gets them back in the padded layout. Padding rows come
+    back as zeros: nothing reads them, since attention masks them out."""
+
+    def __init__(self, padding_mask: torch.Tensor):
+        self.batch, self.length = padding_mask.shape
+        self.index = (~padding_mask).flatten().nonzero().squeeze(1)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (N, C) real rows."""
+        return x.flatten(0, 1).index_select(0, self.index)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C) real rows -> (B, T, C), zeros at padding."""
+        padded = x.new_zeros(self.batch * self.length, x.size(-1)).index_copy(0, self.index, x)
+        return padded.view(self.batch, self.length, x.size(-1))
+
+
 class MultiheadAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -41,27 +126,72 @@ class MultiheadAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
 
+    def _eager(self) -> bool:
+        """Attention dropout on CPU: SDPA would take its slow math path, `_eager_attention` is cheaper."""
+        return self.training and self.dropout > 0 and self.q_proj.weight.device.type == "cpu"
+
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.size(0), x.size(1), self.heads, self.head_dim).transpose(1, 2)
 
+    def _projection(self, x: torch.Tensor, projections: tuple[nn.Linear, ...]) -> torch.Tensor:
+        """x through one or more of q/k/v_proj -> (..., len(projections)·D).
+
+        Several projections run as one matmul on their stacked weights (fewer, larger GEMMs, and one
+        input-gradient GEMM in backward). For `_eager_attention` the query weights are pre-scaled by
+        1/√head_dim: scaling D×D weights is cheaper than scaling the (B, H, T, hd) queries.
+        """
+        weights, biases = [p.weight for p in projections], [p.bias for p in projections]
+        if projections[0] is self.q_proj and self._eager():
+            weights[0], biases[0] = weights[0] * self.head_dim ** -0.5, biases[0] * self.head_dim ** -0.5
+        if len(projections) == 1:
+            return F.linear(x, weights[0], biases[0])
+        return F.linear(x, torch.cat(weights), torch.cat(biases))
+
+    def _heads(self, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
+        """(B, T, parts·D) stacked projections -> `parts` tensors (B, H, T, hd), views of x."""
+        return [self._split_heads(part) for part in x.chunk(parts, dim=-1)]
+
     def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S, D) -> keys, values (B, H, S, head_dim)."""
+        if self.training:  # stacking the weights pays off on training batches, not on one decoding step
+            keys, values = self._heads(self._projection(x, (self.k_proj, self.v_proj)), 2)
+            return keys, values
         return self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, *,
                 mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         """x (N, t, D) attends to keys/values (B, H, S, hd) with N = B·k (rows grouped per key row)."""
-        n, t, dim = x.shape
-        q = self._split_heads(self.q_proj(x))
+        q = self._split_heads(self._projection(x, (self.q_proj,)))
+        return self.out_proj(self._attend(q, keys, values, mask, is_causal))
+
+    def self_attention(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, is_causal: bool = False,
+                       packing: RowPacking | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, D), or its real rows (N, D) with `packing`, attends to itself -> output shaped like x,
+        keys and values (B, H, T, hd)."""
+        qkv = self._projection(x, (self.q_proj, self.k_proj, self.v_proj))
+        if packing is not None:
+            qkv = packing.pad(qkv)
+        q, keys, values = self._heads(qkv, 3)
+        out = self._attend(q, keys, values, mask, is_causal)
+        return self.out_proj(out if packing is None else packing.pack(out)), keys, values
+
+    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool) -> torch.Tensor:
+        """Heads (N, H, t, hd) attend -> (N, t, D), before `out_proj`."""
+        n, _, t, _ = q.shape
         groups = n // keys.size(0)
         if groups > 1:  # fold the k rows of a group into the query length: one K/V per group
             q = q.view(keys.size(0), groups, self.heads, t, self.head_dim).transpose(1, 2)
             q = q.reshape(keys.size(0), self.heads, groups * t, self.head_dim)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=is_causal,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        if self._eager():
+            out = _eager_attention(q, keys, values, mask, is_causal, self.dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=is_causal,
+                                                 dropout_p=self.dropout if self.training else 0.0)
         if groups > 1:
             out = out.view(keys.size(0), self.heads, groups, t, self.head_dim).transpose(1, 2)
-        return self.out_proj(out.reshape(n, self.heads, t, self.head_dim).transpose(1, 2).reshape(n, t, dim))
+        out = out.reshape(n, self.heads, t, self.head_dim).transpose(1, 2)
+        return out.reshape(n, t, self.heads * self.head_dim)
 
 
 class FeedForward(nn.Module):
@@ -70,7 +200,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, dim)
         self.activation = ACTIVATIONS[activation]
-        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.activation_dropout = Dropout(activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.activation_dropout(self.activation(self.fc1(x))))
@@ -82,13 +212,13 @@ class _Sublayers(nn.Module):
 
     def __init__(self, dropout: float, normalize_before: bool):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.normalize_before = normalize_before
 
     def residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable[[torch.Tensor], torch.Tensor]):
         if self.normalize_before:
-            return x + self.dropout(sublayer(norm(x)))
-        return norm(x + self.dropout(sublayer(x)))
+            return self.dropout.add_to(x, sublayer(norm(x)))
+        return norm(self.dropout.add_to(x, sublayer(x)))
 
 
 class EncoderLayer(_Sublayers):
@@ -100,8 +230,10 @@ class EncoderLayer(_Sublayers):
         self.ffn = FeedForward(dim, ffn_dim, activation, activation_dropout)
         self.ffn_norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.residual(x, self.self_attn_norm, lambda h: self.self_attn(h, *self.self_attn.keys_values(h), mask=mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: RowPacking | None = None) -> torch.Tensor:
+        """x (B, T, D), or its real rows (N, D) with `packing`."""
+        x = self.residual(x, self.self_attn_norm,
+                          lambda h: self.self_attn.self_attention(h, mask=mask, packing=packing)[0])
         return self.residual(x, self.ffn_norm, self.ffn)
 
 
@@ -118,16 +250,18 @@ class DecoderLayer(_Sublayers):
 
     def _self_attention(self, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None,
                         new_kv: list[torch.Tensor]) -> torch.Tensor:
+        t = h.size(1)
+        if past is None:  # teacher forcing or a first decoding call: causal over the new tokens
+            out, keys, values = self.self_attn.self_attention(h, is_causal=t > 1)
+            new_kv.extend((keys, values))
+            return out
         keys, values = self.self_attn.keys_values(h)
-        if past is not None:
-            keys, values = torch.cat([past[0], keys], dim=2), torch.cat([past[1], values], dim=2)
+        keys, values = torch.cat([past[0], keys], dim=2), torch.cat([past[1], values], dim=2)
         new_kv.extend((keys, values))
-        t, total = h.size(1), keys.size(2)
         if t == 1:  # one new token sees every cached position
             return self.self_attn(h, keys, values)
-        if t == total:
-            return self.self_attn(h, keys, values, is_causal=True)
         # several new tokens after a cache: causal mask aligned to the end
+        total = keys.size(2)
         mask = torch.arange(total, device=h.device)[None, :] <= torch.arange(total - t, total, device=h.device)[:, None]
         return self.self_attn(h, keys, values, mask=mask)
 
@@ -154,19 +288,24 @@ class TransformerEncoder(nn.Module):
                  normalize_before: bool = True, layerdrop: float = 0.0):
         super().__init__()
         kw = _layer_kwargs(dropout, attention_dropout, activation_dropout, activation, normalize_before)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.layers = nn.ModuleList(EncoderLayer(dim, heads, ffn_dim, **kw) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim) if normalize_before else None
         self.layerdrop = layerdrop
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); rows at padding come out as zeros."""
         mask = key_padding_to_attn_mask(padding_mask)
-        x = self.dropout(x)
+        # padded batches run all but attention on the real rows: padding can be a third of a speech batch
+        packing = RowPacking(padding_mask) if mask is not None else None
+        x = self.dropout(x if packing is None else packing.pack(x))
         for layer in self.layers:
             if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
                 continue
-            x = layer(x, mask)
-        return self.final_norm(x) if self.final_norm is not None else x
+            x = layer(x, mask, packing)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x if packing is None else packing.pad(x)
 
 
 class TransformerDecoder(nn.Module):
@@ -185,7 +324,7 @@ class TransformerDecoder(nn.Module):
             self.embed_tokens.weight[padding_idx].zero_()
         self.embed_scale = math.sqrt(dim)
         self.embed_positions = SinusoidalPositions(dim, padding_idx)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn_dim, **kw) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim) if normalize_before else None
         self.layerdrop = layerdrop
