@@ -55,7 +55,7 @@ def test_asr_task_predicts_the_transcript():
     swapped = {**batch, "target": batch["transcript"], "prev_target": batch["prev_transcript"]}
     out = model(asr)
     assert "asr_loss" in out["logs"]
-    assert float(out["loss"]) == pytest.approx(float(model(swapped)["loss"]), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(model(swapped)["loss"].item(), rel=1e-6)
 
 
 def test_joint_ctc_training_lowers_the_ctc_loss():
