@@ -34,6 +34,33 @@ def build_model(config: dict[str, Any], vocab) -> nn.Module:
     return MODELS[arch].from_config({k: v for k, v in config.items() if k != "arch"}, vocab)
 
 
+@dataclasses.dataclass
+class Seq2SeqConfig:
+    """What every speechxl model shares: the conv subsampler and the Transformer encoder–decoder.
+
+    The defaults are fairseq's s2t_transformer_s; each model's `SIZES` presets set the sizes it uses."""
+
+    conv_channels: int = 1024
+    conv_kernel_sizes: tuple[int, ...] = (5, 5)
+    mask_conv_padding: bool = True  # False reproduces fairseq/HF exactly (they let padding leak into convs)
+    dim: int = 256
+    encoder_layers: int = 12
+    decoder_layers: int = 6
+    encoder_heads: int = 4
+    decoder_heads: int = 4
+    encoder_ffn_dim: int = 2048
+    decoder_ffn_dim: int = 2048
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.1
+    activation: str = "relu"
+    normalize_before: bool = True
+    encoder_layerdrop: float = 0.0
+    decoder_layerdrop: float = 0.0
+    label_smoothing: float = 0.1
+    ignore_prefix_size: int = 1
+
+
 def config_from_preset(cls: type, config: dict[str, Any], sizes: dict[str, dict[str, Any]], default_size: str,
                        arch: str):
     """A model's config dataclass from a dict: `size` picks a preset from `sizes`, the other keys override it.

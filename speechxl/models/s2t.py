@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechxl.losses import ctc_loss, label_smoothed_nll_loss
-from speechxl.models import config_from_preset, config_to_dict, register_model
+from speechxl.models import Seq2SeqConfig, config_from_preset, config_to_dict, register_model
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
 from speechxl.modules.transformer import Cache, TransformerDecoder, TransformerEncoder
@@ -30,27 +30,8 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class S2TConfig:
+class S2TConfig(Seq2SeqConfig):
     input_dim: int = 80
-    conv_channels: int = 1024
-    conv_kernel_sizes: tuple[int, ...] = (5, 5)
-    mask_conv_padding: bool = True  # False reproduces fairseq/HF exactly (they let padding leak into convs)
-    dim: int = 256
-    encoder_layers: int = 12
-    decoder_layers: int = 6
-    encoder_heads: int = 4
-    decoder_heads: int = 4
-    encoder_ffn_dim: int = 2048
-    decoder_ffn_dim: int = 2048
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_dropout: float = 0.1
-    activation: str = "relu"
-    normalize_before: bool = True
-    encoder_layerdrop: float = 0.0
-    decoder_layerdrop: float = 0.0
-    label_smoothing: float = 0.1
-    ignore_prefix_size: int = 1
     # Auxiliary CTC on the encoder output against the transcript (triplet batches), weighted into the loss:
     # joint CTC/attention training makes the encoder learn acoustics much sooner. 0 = fairseq's model.
     ctc_weight: float = 0.0

@@ -24,7 +24,7 @@ from transformers import Wav2Vec2Config
 
 from speechxl.errors import DataError
 from speechxl.losses import label_smoothed_nll_loss
-from speechxl.models import config_from_preset, config_to_dict, register_model
+from speechxl.models import Seq2SeqConfig, config_from_preset, config_to_dict, register_model
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
 from speechxl.modules.transformer import Cache, TransformerDecoder, TransformerEncoder
@@ -52,7 +52,7 @@ TASK_LOSSES = {"st": (_ST,), "asr": (_ASR,), "mt": (_MT,), "triplet": (_ST, _ASR
 
 
 @dataclass
-class XSTNetConfig:
+class XSTNetConfig(Seq2SeqConfig):
     # wav2vec 2.0: an HF Wav2Vec2Model directory (`w2v_path`), else a full HF config dict (`w2v_config`, what
     # `to_dict` writes so a checkpoint rebuilds without the directory), else a preset plus overrides.
     w2v_path: str = ""
@@ -65,25 +65,6 @@ class XSTNetConfig:
     feature_grad_mult: float = 1.0  # fairseq's scale of the CNN feature extractor's gradient (0.1 optional)
     w2v_normalize: bool | None = None  # per-utterance waveform normalisation; None: from the w2v config
     audio_tag: bool = True  # prepend the `<audio>` tag embedding to audio inputs
-    conv_channels: int = 1024
-    conv_kernel_sizes: tuple[int, ...] = (5, 5)
-    mask_conv_padding: bool = True
-    dim: int = 512
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    encoder_heads: int = 8
-    decoder_heads: int = 8
-    encoder_ffn_dim: int = 2048
-    decoder_ffn_dim: int = 2048
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_dropout: float = 0.1
-    activation: str = "relu"
-    normalize_before: bool = True
-    encoder_layerdrop: float = 0.0
-    decoder_layerdrop: float = 0.0
-    label_smoothing: float = 0.1
-    ignore_prefix_size: int = 1
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "XSTNetConfig":
