@@ -10,6 +10,8 @@ import dataclasses
 import importlib
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from speechxl.errors import DataError
@@ -59,6 +61,23 @@ class Seq2SeqConfig:
     decoder_layerdrop: float = 0.0
     label_smoothing: float = 0.1
     ignore_prefix_size: int = 1
+
+
+class DecoderSearch:
+    """The search side of the model protocol for models whose `encode` returns `memory` and
+    `memory_padding_mask` and whose `self.decoder` is a `TransformerDecoder` (docs/internals.md, Models)."""
+
+    @staticmethod
+    def reorder_encoder_out(enc: dict[str, torch.Tensor], new_order: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {key: value.index_select(0, new_order) for key, value in enc.items()}
+
+    def decode_step(self, tokens: torch.Tensor, enc: dict[str, torch.Tensor], cache):
+        """tokens (N, t) with N = B·k rows grouped per utterance -> next-token log-probs (N, V), cache."""
+        logits, cache = self.decoder.step(tokens, enc["memory"], enc["memory_padding_mask"], cache)
+        return F.log_softmax(logits.float(), dim=-1), cache
+
+    def reorder_cache(self, cache, new_order: torch.Tensor):
+        return self.decoder.reorder_cache(cache, new_order)
 
 
 def config_from_preset(cls: type, config: dict[str, Any], sizes: dict[str, dict[str, Any]], default_size: str,

@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from speechxl.losses import ctc_loss, label_smoothed_nll_loss
-from speechxl.models import Seq2SeqConfig, config_from_preset, config_to_dict, register_model
+from speechxl.models import (
+    DecoderSearch, Seq2SeqConfig, config_from_preset, config_to_dict, register_model,
+)
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
-from speechxl.modules.transformer import Cache, TransformerDecoder, TransformerEncoder
+from speechxl.modules.transformer import TransformerDecoder, TransformerEncoder
 
 # fairseq's s2t_transformer_{xs,s,m,l} registrations; attention/activation dropout default to `dropout`.
 SIZES: dict[str, dict[str, Any]] = {
@@ -46,7 +47,7 @@ class S2TConfig(Seq2SeqConfig):
 
 
 @register_model("s2t")
-class S2TTransformer(nn.Module):
+class S2TTransformer(DecoderSearch, nn.Module):
     def __init__(self, config: S2TConfig, vocab_size: int, pad: int, eos: int, blank: int = 0):
         super().__init__()
         self.config, self.pad, self.eos, self.blank = config, pad, eos, blank
@@ -105,16 +106,3 @@ class S2TTransformer(nn.Module):
         tokens = tokens.masked_fill(tokens.eq(self.eos), self.pad)
         frames = (~enc["memory_padding_mask"]).sum(1)
         return ctc_loss(self.ctc_head(enc["memory"]), frames, tokens, lengths, blank=self.blank)
-
-    @staticmethod
-    def reorder_encoder_out(enc: dict[str, torch.Tensor], new_order: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {key: value.index_select(0, new_order) for key, value in enc.items()}
-
-    def decode_step(self, tokens: torch.Tensor, enc: dict[str, torch.Tensor],
-                    cache: Cache | None) -> tuple[torch.Tensor, Cache]:
-        """tokens (N, t) with N = B·k rows grouped per utterance -> next-token log-probs (N, V), cache."""
-        logits, cache = self.decoder.step(tokens, enc["memory"], enc["memory_padding_mask"], cache)
-        return F.log_softmax(logits.float(), dim=-1), cache
-
-    def reorder_cache(self, cache: Cache, new_order: torch.Tensor) -> Cache:
-        return self.decoder.reorder_cache(cache, new_order)

@@ -18,16 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Wav2Vec2Config
 
 from speechxl.errors import DataError
 from speechxl.losses import label_smoothed_nll_loss
-from speechxl.models import Seq2SeqConfig, config_from_preset, config_to_dict, register_model
+from speechxl.models import (
+    DecoderSearch, Seq2SeqConfig, config_from_preset, config_to_dict, register_model,
+)
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
-from speechxl.modules.transformer import Cache, TransformerDecoder, TransformerEncoder
+from speechxl.modules.transformer import TransformerDecoder, TransformerEncoder
 from speechxl.modules.wav2vec2 import Wav2Vec2Encoder, wav2vec2_config
 
 # `base` is the paper's model; `tiny` is for tests and SynthST on a CPU (same 320-sample wav2vec2 stride).
@@ -91,7 +92,7 @@ def build_acoustic(c: XSTNetConfig) -> Wav2Vec2Encoder:
 
 
 @register_model("xstnet")
-class XSTNet(nn.Module):
+class XSTNet(DecoderSearch, nn.Module):
     def __init__(self, config: XSTNetConfig, vocab_size: int, pad: int, eos: int, audio_tag_id: int | None):
         super().__init__()
         if config.audio_tag and audio_tag_id is None:
@@ -213,17 +214,3 @@ class XSTNet(nn.Module):
             logs["ntokens"] += ntokens
         return {"loss": total, "sample_size": logs["ntokens"], "logs": logs}
 
-    # ------------------------------------------------------------------------------------------- search
-
-    @staticmethod
-    def reorder_encoder_out(enc: dict[str, torch.Tensor], new_order: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {key: value.index_select(0, new_order) for key, value in enc.items()}
-
-    def decode_step(self, tokens: torch.Tensor, enc: dict[str, torch.Tensor],
-                    cache: Cache | None) -> tuple[torch.Tensor, Cache]:
-        """tokens (N, t) with N = B·k rows grouped per utterance -> next-token log-probs (N, V), cache."""
-        logits, cache = self.decoder.step(tokens, enc["memory"], enc["memory_padding_mask"], cache)
-        return F.log_softmax(logits.float(), dim=-1), cache
-
-    def reorder_cache(self, cache: Cache, new_order: torch.Tensor) -> Cache:
-        return self.decoder.reorder_cache(cache, new_order)
