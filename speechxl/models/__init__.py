@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechxl.errors import DataError
+from speechxl.modules.transformer import TransformerDecoder, TransformerEncoder
 
 _ARCH_MODULES = {"s2t": "speechxl.models.s2t", "xstnet": "speechxl.models.xstnet"}
 MODELS: dict[str, type] = {}
@@ -61,6 +62,18 @@ class Seq2SeqConfig:
     decoder_layerdrop: float = 0.0
     label_smoothing: float = 0.1
     ignore_prefix_size: int = 1
+
+
+def build_encoder_decoder(c: Seq2SeqConfig, vocab_size: int, pad: int):
+    """The shared Transformer encoder and the tied-embedding decoder that a `Seq2SeqConfig` describes."""
+    common = dict(dropout=c.dropout, attention_dropout=c.attention_dropout,
+                  activation_dropout=c.activation_dropout, activation=c.activation,
+                  normalize_before=c.normalize_before)
+    encoder = TransformerEncoder(c.encoder_layers, c.dim, c.encoder_heads, c.encoder_ffn_dim,
+                                 layerdrop=c.encoder_layerdrop, **common)
+    decoder = TransformerDecoder(vocab_size, pad, c.decoder_layers, c.dim, c.decoder_heads,
+                                 c.decoder_ffn_dim, layerdrop=c.decoder_layerdrop, **common)
+    return encoder, decoder
 
 
 class DecoderSearch:

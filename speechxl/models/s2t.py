@@ -11,11 +11,10 @@ from torch import nn
 
 from speechxl.losses import ctc_loss, label_smoothed_nll_loss
 from speechxl.models import (
-    DecoderSearch, Seq2SeqConfig, config_from_preset, config_to_dict, register_model,
+    DecoderSearch, Seq2SeqConfig, build_encoder_decoder, config_from_preset, config_to_dict, register_model,
 )
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
-from speechxl.modules.transformer import TransformerDecoder, TransformerEncoder
 
 # fairseq's s2t_transformer_{xs,s,m,l} registrations; attention/activation dropout default to `dropout`.
 SIZES: dict[str, dict[str, Any]] = {
@@ -56,13 +55,7 @@ class S2TTransformer(DecoderSearch, nn.Module):
                                            mask_padding=c.mask_conv_padding)
         self.embed_scale = math.sqrt(c.dim)
         self.embed_positions = SinusoidalPositions(c.dim, padding_idx=pad)
-        common = dict(dropout=c.dropout, attention_dropout=c.attention_dropout,
-                      activation_dropout=c.activation_dropout, activation=c.activation,
-                      normalize_before=c.normalize_before)
-        self.encoder = TransformerEncoder(c.encoder_layers, c.dim, c.encoder_heads, c.encoder_ffn_dim,
-                                          layerdrop=c.encoder_layerdrop, **common)
-        self.decoder = TransformerDecoder(vocab_size, pad, c.decoder_layers, c.dim, c.decoder_heads,
-                                          c.decoder_ffn_dim, layerdrop=c.decoder_layerdrop, **common)
+        self.encoder, self.decoder = build_encoder_decoder(c, vocab_size, pad)
 
         # CTC blank = <s>, which never occurs inside a target (fairseq's choice for speech CTC)
         self.ctc_head = nn.Linear(c.dim, vocab_size) if c.ctc_weight > 0 else None

@@ -24,11 +24,10 @@ from transformers import Wav2Vec2Config
 from speechxl.errors import DataError
 from speechxl.losses import label_smoothed_nll_loss
 from speechxl.models import (
-    DecoderSearch, Seq2SeqConfig, config_from_preset, config_to_dict, register_model,
+    DecoderSearch, Seq2SeqConfig, build_encoder_decoder, config_from_preset, config_to_dict, register_model,
 )
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
-from speechxl.modules.transformer import TransformerDecoder, TransformerEncoder
 from speechxl.modules.wav2vec2 import Wav2Vec2Encoder, wav2vec2_config
 
 # `base` is the paper's model; `tiny` is for tests and SynthST on a CPU (same 320-sample wav2vec2 stride).
@@ -105,13 +104,7 @@ class XSTNet(DecoderSearch, nn.Module):
                                            mask_padding=c.mask_conv_padding)
         self.embed_scale = math.sqrt(c.dim)
         self.embed_positions = SinusoidalPositions(c.dim, padding_idx=pad)
-        common = dict(dropout=c.dropout, attention_dropout=c.attention_dropout,
-                      activation_dropout=c.activation_dropout, activation=c.activation,
-                      normalize_before=c.normalize_before)
-        self.encoder = TransformerEncoder(c.encoder_layers, c.dim, c.encoder_heads, c.encoder_ffn_dim,
-                                          layerdrop=c.encoder_layerdrop, **common)
-        self.decoder = TransformerDecoder(vocab_size, pad, c.decoder_layers, c.dim, c.decoder_heads,
-                                          c.decoder_ffn_dim, layerdrop=c.decoder_layerdrop, **common)
+        self.encoder, self.decoder = build_encoder_decoder(c, vocab_size, pad)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], vocab) -> "XSTNet":
