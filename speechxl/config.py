@@ -127,13 +127,13 @@ def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
     return _fix_floats(data), _key_lines(node)
 
 
-def _coerce(value: Any, kind: Any, key: str, source: str, line: int | None) -> Any:
+def coerce(value: Any, kind: Any, key: str, source: str, line: int | None) -> Any:
     """Check `value` against the dataclass field type `kind` (int, float, bool, str, list[...])."""
     origin = typing.get_origin(kind)
     if origin is list:
         item_kind = typing.get_args(kind)[0]
         items = value if isinstance(value, list) else [value]
-        return [_coerce(v, item_kind, key, source, line) for v in items]
+        return [coerce(v, item_kind, key, source, line) for v in items]
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -152,7 +152,7 @@ def _section_fields(cls: type) -> dict[str, Any]:
 
 
 def valid_keys() -> list[str]:
-    keys = ["run_dir", "model.<anything>", "stages"]
+    keys = ["run_dir", "model.<anything>", "stages", "stages.<name or number>.<key>"]
     for section, cls in (("data", DataConfig), ("train", TrainConfig)):
         keys += [f"{section}.{name}" for name in _section_fields(cls)]
     return keys
@@ -166,15 +166,15 @@ def _apply(raw: dict[str, Any], key: str, value: Any, source: str, line: int | N
     """Set dotted `key` in the nested dict `raw`, checking it names a known field."""
     section, _, name = key.partition(".")
     if section == "run_dir" and not name:
-        raw["run_dir"] = _coerce(value, str, key, source, line)
+        raw["run_dir"] = coerce(value, str, key, source, line)
     elif section == "stages" and not name:
-        from speechxl.train.stages import parse_stages  # stages.py imports this module
-
         if not isinstance(value, list):
             raise DataError(source, f"stages must be a list of stages, got {value!r}", line)
         if value:  # an empty list: no progressive schedule
-            parse_stages(value, source)  # errors name the config file and the stage
+            _check_stages(value, source)
         raw["stages"] = value
+    elif section == "stages":
+        _set_stage_key(raw, name, value, source, line)
     elif section == "model" and name:
         target = raw.setdefault("model", {})
         *parents, leaf = name.split(".")
@@ -185,9 +185,44 @@ def _apply(raw: dict[str, Any], key: str, value: Any, source: str, line: int | N
         fields = _section_fields(DataConfig if section == "data" else TrainConfig)
         if name not in fields:
             raise _unknown(key, source, line)
-        raw.setdefault(section, {})[name] = _coerce(value, fields[name], key, source, line)
+        raw.setdefault(section, {})[name] = coerce(value, fields[name], key, source, line)
     else:
         raise _unknown(key, source, line)
+
+
+def _check_stages(stages: list, source: str) -> None:
+    from speechxl.train.stages import parse_stages  # stages.py imports this module
+
+    parse_stages(stages, source)  # errors name the config file and the stage
+
+
+def _set_stage_key(raw: dict[str, Any], name: str, value: Any, source: str, line: int | None) -> None:
+    """`stages.<stage>.<key>[.<key>...]=value`: one field of one stage, the stage named by its `name` or by
+    its number counted from 1, as errors and recipes count them (`stages.mt_pretrain.max_update=2000`,
+    `stages.2.tasks.ext_mt=0.5`)."""
+    stage_ref, _, path = name.partition(".")
+    stages = [dict(s) if isinstance(s, dict) else s for s in raw.get("stages", [])]
+    names = [s.get("name") if isinstance(s, dict) else None for s in stages]
+    if stage_ref in names:
+        index = names.index(stage_ref)
+    elif stage_ref.isdigit() and 1 <= int(stage_ref) <= len(stages):
+        index = int(stage_ref) - 1
+    else:
+        known = ", ".join(f"{i} ({n})" for i, n in enumerate(names, 1)) or "none: the config has no stages"
+        raise DataError(source, f"stages.{name}: no stage {stage_ref!r}; stages: {known}", line)
+    if not path:
+        raise DataError(source, f"stages.{name}: name a field of the stage, e.g. stages.{stage_ref}.max_update",
+                        line)
+    stage = stages[index]
+    *parents, leaf = path.split(".")
+    target = stage
+    for parent in parents:  # copy nested mappings on the way down: the YAML's own dicts stay as read
+        child = target.get(parent)
+        target[parent] = dict(child) if isinstance(child, dict) else {}
+        target = target[parent]
+    target[leaf] = value
+    _check_stages(stages, source)
+    raw["stages"] = stages
 
 
 def _flatten(data: dict, prefix: str = "") -> list[tuple[str, Any]]:

@@ -75,3 +75,37 @@ def test_dumped_config_round_trips(tmp_path):
     again = config_from_dict(yaml.safe_load(dump_config(cfg)))
     assert again == cfg
     assert config_to_dict(again)["train"]["adam_betas"] == [0.9, 0.99]
+
+
+STAGES_YAML = """stages:
+  - name: mt_pretrain
+    tasks: {ext_mt: 1, mt: 1}
+    max_update: 100
+  - name: multitask
+    tasks: {st: 1, ext_mt: 0.25}
+"""
+
+
+def test_one_stage_field_is_overridden_by_name_or_number(tmp_path):
+    path = write(tmp_path, STAGES_YAML)
+    cfg = load_config(path, ["stages.mt_pretrain.max_update=7", "stages.2.tasks.ext_mt=0.5", "stages.2.lr=1e-3"])
+    assert cfg.stages == [{"name": "mt_pretrain", "tasks": {"ext_mt": 1, "mt": 1}, "max_update": 7},
+                          {"name": "multitask", "tasks": {"st": 1, "ext_mt": 0.5}, "lr": 1e-3}]
+    assert load_config(path).stages[0]["max_update"] == 100  # the file's own stages are untouched
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.nope.max_update=1", r"no stage 'nope'; stages: 1 \(mt_pretrain\), 2 \(multitask\)"),
+    ("stages.3.max_update=1", "no stage '3'"),
+    ("stages.1=5", "name a field of the stage"),
+    ("stages.1.max_update=0", r"stage 1 \(mt_pretrain\): max_update must be an integer >= 1"),
+    ("stages.multitask.bogus=1", "unknown stage key 'bogus'"),
+])
+def test_bad_stage_override_is_a_clear_error(tmp_path, override, message):
+    with pytest.raises(DataError, match=message):
+        load_config(write(tmp_path, STAGES_YAML), [override])
+
+
+def test_stage_override_without_stages_says_so():
+    with pytest.raises(DataError, match="the config has no stages"):
+        load_config(None, ["stages.1.max_update=5"])

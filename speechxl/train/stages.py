@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from speechxl.config import TrainConfig, _coerce
+from speechxl.config import TrainConfig, coerce
 from speechxl.data.dataset import TASKS
 from speechxl.errors import DataError
 from speechxl.train.batches import EXT_MT  # the external text-only MT set
@@ -115,7 +115,7 @@ def _train_overrides(entry: dict[str, Any], source: str, where: str) -> dict[str
             raise _error(source, where, f"unknown stage key {key!r}; stage keys: {', '.join(_STAGE_KEYS)}; "
                                         f"train overrides: {', '.join(overridable)}")
         try:
-            overrides[key] = _coerce(value, hints[key], f"train.{key}", source, None)
+            overrides[key] = coerce(value, hints[key], f"train.{key}", source, None)
         except DataError as err:
             raise _error(source, where, err.reason) from err
     return overrides
