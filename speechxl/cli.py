@@ -116,9 +116,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "run_dir to resume exactly where the last checkpoint left off. Run under torchrun for several GPUs, "
         "processes or nodes (see README: Multi-GPU and multi-node).",
     )
-    p.add_argument("--config", required=True, help="experiment YAML (sections: run_dir, model, data, train)")
+    p.add_argument("--config", required=True, help="experiment YAML (sections: run_dir, model, data, train, stages)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides with dotted keys; values are read as YAML scalars (train.amp=bf16)")
+                   help="config overrides with dotted keys; values are read as YAML (train.amp=bf16, "
+                        "data.tasks=[st,mt]); one field of a progressive stage by its name or number "
+                        "(stages.mt_pretrain.max_update=2000, stages.2.tasks.ext_mt=0.5)")
 
     def run(a):
         from speechxl.train.loop import train_from_config

@@ -17,7 +17,8 @@ stages:
 
 Stages run back to back on one global update count: stage i covers the updates
 [start_i, start_i + max_update_i). Only the last stage may have `max_update: 0` (run until train.max_update
-or train.max_epoch ends the run). A stage without `trainable` trains every parameter.
+or train.max_epoch ends the run). A stage without `trainable` trains every parameter. On the command line,
+`stages.<name or number>.<key>=value` changes one field of one stage (`stages.mt_pretrain.max_update=500`).
 """
 from __future__ import annotations
 
