@@ -198,6 +198,26 @@ def test_w2v_path_loads_the_saved_wav2vec2(tmp_path, vocab):
         tiny_model(vocab, w2v_path=str(tmp_path / "missing"))
 
 
+def test_rest_of_the_model_starts_the_same_with_a_loaded_or_random_wav2vec2(tmp_path, vocab):
+    """A pre-trained vs random wav2vec2 ablation changes wav2vec2 only: same seed, same other weights."""
+    config = {"arch": "xstnet", "size": "tiny", "w2v_overrides": dict(conv_dim=[32] * 7, hidden_size=32,
+                                                                      num_attention_heads=2, intermediate_size=64)}
+
+    def seeded(seed: int, **overrides) -> XSTNet:
+        torch.manual_seed(seed)
+        return build_model({**config, **overrides}, vocab)
+
+    seeded(6).acoustic.model.save_pretrained(tmp_path / "w2v")  # another seed: a different wav2vec2 to load
+    random_w2v, loaded = seeded(5), seeded(5, w2v_path=str(tmp_path / "w2v"))
+    weights = lambda model: {k: v for k, v in model.state_dict().items() if not k.startswith("acoustic.")}
+    reference = weights(random_w2v)
+    assert reference.keys() == weights(loaded).keys()
+    for key, value in weights(loaded).items():
+        torch.testing.assert_close(value, reference[key], atol=0, rtol=0, msg=key)
+    assert not torch.equal(loaded.acoustic.model.feature_projection.projection.weight,
+                           random_w2v.acoustic.model.feature_projection.projection.weight)
+
+
 def test_set_update_ends_the_wav2vec2_freeze(datasets, vocab):
     model = tiny_model(vocab, w2v_freeze_updates=2)
     batch = batch_of(datasets, "st", [0])

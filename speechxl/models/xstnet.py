@@ -99,7 +99,11 @@ class XSTNet(DecoderSearch, nn.Module):
         self.config, self.pad, self.eos = config, pad, eos
         self.audio_tag_id = audio_tag_id if config.audio_tag else None
         c = config
-        self.acoustic = build_acoustic(c)
+        with torch.random.fork_rng(devices=[]):
+            # wav2vec2 draws its random init from a stream of its own, so the rest of the model starts from
+            # the same weights whether wav2vec2 is random or loaded (a clean pre-trained vs random ablation)
+            torch.manual_seed(int(torch.randint(2**62, ())))
+            self.acoustic = build_acoustic(c)
         self.subsampler = Conv1dSubsampler(self.acoustic.output_dim, c.conv_channels, c.dim, c.conv_kernel_sizes,
                                            mask_padding=c.mask_conv_padding)
         self.embed_scale = math.sqrt(c.dim)
