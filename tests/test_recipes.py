@@ -24,11 +24,11 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MT_UPDATES, MULTITASK_UPDATES = 2, 3  # the stages of conf/xstnet_tiny.yaml
 
 
-def run_recipe(corpus: str, *args: object, check: bool = True) -> subprocess.CompletedProcess:
+def run_recipe(corpus: str, *args: object, check: bool = True, script: str = "run.sh") -> subprocess.CompletedProcess:
     # `speechxl` and `python3` of this interpreter's environment, one thread per process on a shared CPU
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(["bash", str(RECIPES / corpus / "run.sh"), *map(str, args)], env=env,
+    done = subprocess.run(["bash", str(RECIPES / corpus / script), *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=600)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -143,3 +143,42 @@ def test_paper_configs(corpus):
         else:
             assert data.ext_mt_split == "ext_mt" and "ext_mt" in mt_pretrain.tasks
             assert multitask.tasks == {"st": 1.0, "asr": 1.0, "mt": 1.0, "ext_mt": 0.25}
+
+
+def test_synth_ablation_runs_every_stage(tmp_path):
+    """recipes/synth/ablation.sh end to end at toy size: both corpora, prep, wav2vec2 pre-training, the three
+    variants from pre-trained and random wav2vec2 (expand through both of its stages), decode, the table."""
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    run_recipe("synth", "--train", 16, "--dev", 4, "--test", 4, "--ext-mt", 40, "--unlabelled", 12,
+               "--vocab-size", 200, "--w2v-updates", 2, "--w2v-max-tokens", 32000, "--mt-updates", 2, "--jobs", 2,
+               "--data", data, "--exp", exp, "--", "train.max_update=4", "train.save_every=2",
+               "train.valid_max_sentences=2", "train.log_every=1", "model.encoder_layers=1", "model.decoder_layers=1",
+               script="ablation.sh")
+    # the unlabelled audio never speaks a sentence that dev or tst-COMMON evaluate
+    evaluated = {r["src_text"] for split in ("dev", "tst-COMMON") for r in read_manifest(data / f"en-de/{split}.tsv")}
+    unlabelled = read_manifest(data / "unlabelled/audio.tsv")
+    assert unlabelled and not evaluated & {r["src_text"] for r in unlabelled}
+    w2v = exp / "w2v_pretrain/checkpoints/last"
+    runs = [f"{v}_{i}" for v in ("st", "base", "expand") for i in ("pretrained", "random")]
+    for run in runs:
+        config = load_config(exp / run / "config.yaml")
+        assert config.model.get("w2v_path", "") == (str(w2v.resolve()) if run.endswith("pretrained") else "")
+        records = [r for r in read_log(exp / run) if r["type"] == "train"]
+        assert records[-1]["update"] == 4
+        assert int((exp / run / "train_seconds").read_text()) >= 0
+        assert len((exp / run / "decode_tst-COMMON/hyp.txt").read_text(encoding="utf-8").splitlines()) == 4
+        probe = json.loads((exp / run / "audio_use.json").read_text(encoding="utf-8"))
+        assert probe["tokens"] > 0 and probe["gain"] == pytest.approx(probe["nll_other"] - probe["nll_own"], abs=2e-4)
+    expand = [r for r in read_log(exp / "expand_random") if r["type"] == "train"]
+    assert [r["stage"] for r in expand] == ["mt_pretrain"] * 2 + ["multitask"] * 2
+    table = (exp / "results.md").read_text(encoding="utf-8").splitlines()
+    assert [line.split("|")[1:3] for line in table[2:8]] == [
+        [f" {name} ", f" {init} "] for name in ("(a) ST only", "(b) XSTNet base", "(c) XSTNet expand")
+        for init in ("pretrained", "random")]
+    assert "4 (2 mt_pretrain + 2 multitask)" in table[6] and "case:mixed" in table[-1]
+
+
+def test_synth_ablation_bad_flags():
+    for args, message in [(["--variants", "st nope"], "unknown variant nope"), (["--inits", "warm"], "unknown init warm")]:
+        done = run_recipe("synth", *args, check=False, script="ablation.sh")
+        assert done.returncode == 2 and message in done.stderr, done.stderr
