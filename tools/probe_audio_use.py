@@ -18,7 +18,6 @@ import torch
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
-from speechxl.losses import label_smoothed_nll_loss
 from speechxl.train.checkpoint import load_model
 
 
@@ -29,13 +28,11 @@ def rotated(batch: dict, shift: int = 1) -> dict:
 
 
 @torch.no_grad()
-def target_nll(model, batch: dict, ignore_prefix: int) -> tuple[float, int]:
-    """Summed NLL (no smoothing) of the batch's targets and the number of tokens it covers."""
-    encoded = model.encode(batch)
-    logits = model.decoder(batch["prev_target"], encoded["memory"], encoded["memory_padding_mask"])
-    _, nll, ntokens = label_smoothed_nll_loss(logits, batch["target"], epsilon=0.0, ignore_index=model.pad,
-                                              ignore_prefix_size=ignore_prefix)
-    return float(nll), int(ntokens)
+def target_nll(model, batch: dict) -> tuple[float, int]:
+    """Summed NLL (no smoothing, language-tag prefix excluded) of the batch's ST targets and its token count,
+    as the model's own forward pass logs them."""
+    logs = model(batch)["logs"]
+    return logs["nll_loss"], logs["ntokens"]
 
 
 def main() -> None:
@@ -49,15 +46,14 @@ def main() -> None:
     data = config.get("data", {})
     dataset = SpeechTextDataset(read_manifest(args.manifest), "st", vocab, manifest=args.manifest,
                                 features=FeatureConfig(features=data.get("features", "fbank")))
-    ignore_prefix = config.get("train", {}).get("ignore_prefix_size", 1)
     sums = {"own": 0.0, "other": 0.0}
     tokens = 0
     for indices in length_batches(dataset.sizes, args.max_tokens):
         if len(indices) < 2:
             continue  # nobody to swap audio with
         batch = dataset.collate([dataset[i] for i in indices])
-        own, ntokens = target_nll(model, batch, ignore_prefix)
-        other, _ = target_nll(model, rotated(batch), ignore_prefix)
+        own, ntokens = target_nll(model, batch)
+        other, _ = target_nll(model, rotated(batch))
         sums["own"] += own
         sums["other"] += other
         tokens += ntokens
