@@ -16,7 +16,7 @@ SYNTH_SIZES = {"n_train": 24, "n_dev": 8, "n_test": 8, "n_ext_mt": 16}
 
 
 def _synthesize(root: Path, layout: str) -> Path:
-    from speechxl.data.corpus.synth import synthesize
+    from speechxl.synth.synth import synthesize
 
     synthesize(root, layout, ["de"], seed=SYNTH_SEED, jobs=2, **SYNTH_SIZES)
     return root

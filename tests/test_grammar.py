@@ -3,12 +3,12 @@ import re
 
 import pytest
 
-from speechxl.data.corpus import grammar
-from speechxl.data.corpus.grammar import (
+from speechxl.synth import grammar
+from speechxl.synth.grammar import (
     Clause, NounPhrase, PrepPhrase, Sentence, because, number_word, question, report, sample_sentence,
     sample_splits, since, statement,
 )
-from speechxl.data.corpus.lexicon import (
+from speechxl.synth.lexicon import (
     ADJECTIVES, ADVERBIALS, INTRANSITIVE_VERBS, NOUNS, PREPOSITIONS, PRONOUNS, REPORTING_VERBS,
     TRANSITIVE_VERBS,
 )

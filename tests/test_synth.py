@@ -11,9 +11,9 @@ import soundfile as sf
 import yaml
 
 from speechxl.cli import main
-from speechxl.data.corpus.espeak import get_espeak
-from speechxl.data.corpus.grammar import sample_splits
-from speechxl.data.corpus.synth import VALIDATED_COLUMNS, VOICES, synthesize
+from speechxl.synth.espeak import get_espeak
+from speechxl.synth.grammar import sample_splits
+from speechxl.synth.synth import VALIDATED_COLUMNS, VOICES, synthesize
 
 MUSTC_SPLITS = {"train": "train", "dev": "dev", "test": "tst-COMMON"}
 

@@ -31,7 +31,7 @@ from speechxl.data.vocab import Vocab
 def prepare_synthst(work: Path, n_train: int) -> Path:
     """`speechxl synth --layout mustc --langs de` + `speechxl prep mustc`, returning the manifest dir."""
     from speechxl.data.corpus.mustc import prepare_mustc
-    from speechxl.data.corpus.synth import synthesize
+    from speechxl.synth.synth import synthesize
 
     synthesize(out=work / "synth", layout="mustc", langs=["de"], n_train=n_train, n_dev=10, n_test=10)
     prepare_mustc(root=work / "synth", lang="de", out=work / "prep")

@@ -29,10 +29,10 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from speechxl.data.corpus.espeak import get_espeak
-from speechxl.data.corpus.grammar import Sentence, sample_splits
 from speechxl.data.manifest import SAMPLE_RATE
 from speechxl.errors import DataError
+from speechxl.synth.espeak import get_espeak
+from speechxl.synth.grammar import Sentence, sample_splits
 
 LANGS = ("de", "fr", "es")
 SPLITS = ("train", "dev", "test")

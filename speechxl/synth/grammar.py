@@ -28,7 +28,7 @@ from functools import lru_cache
 
 from num2words import num2words
 
-from speechxl.data.corpus.lexicon import (
+from speechxl.synth.lexicon import (
     ADJECTIVES, ADVERBIALS, INTRANSITIVE_VERBS, NOUNS, PERSONS, PREPOSITIONS, PRONOUNS, REPORTING_VERBS,
     TRANSITIVE_VERBS, Adjective, Adverbial, Noun, Preposition, Pronoun, ReportingVerb, Verb,
 )
