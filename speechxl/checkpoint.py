@@ -87,19 +87,24 @@ def write_checkpoint(directory: str | Path, *, model_state: dict[str, torch.Tens
     tmp = directory.parent / f"{TMP_PREFIX}{directory.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_weights(model_state, tmp / MODEL_FILE)
-    (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    for vocab_file in vocab_files:
-        shutil.copyfile(vocab_file, tmp / Path(vocab_file).name)
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / TRAINER_FILE)
-    if metrics is not None:
-        (tmp / METRICS_FILE).write_text(json.dumps(metrics) + "\n", encoding="utf-8")
-    for file in tmp.iterdir():
-        _fsync(file)
-    _fsync(tmp)
-    os.rename(tmp, directory)
+    try:
+        tmp.mkdir()
+        save_weights(model_state, tmp / MODEL_FILE)
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+                                       encoding="utf-8")
+        for vocab_file in vocab_files:
+            shutil.copyfile(vocab_file, tmp / Path(vocab_file).name)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_FILE)
+        if metrics is not None:
+            (tmp / METRICS_FILE).write_text(json.dumps(metrics) + "\n", encoding="utf-8")
+        for file in tmp.iterdir():
+            _fsync(file)
+        _fsync(tmp)
+        os.rename(tmp, directory)
+    except BaseException:  # a failed or interrupted save leaves nothing half-written behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync(directory.parent)
     return directory
 
@@ -160,12 +165,28 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     model.load_state_dict(state)
 
 
+# Model keys of checkpoints written before settings got one home each (docs/internals.md): dropped on load,
+# since the model never reads them (label smoothing is a training setting, the prefix is the data's).
+_LEGACY_MODEL_KEYS = ("label_smoothing", "ignore_prefix_size", "w2v_freeze", "w2v_freeze_updates")
+
+
+def upgrade_config(config: dict) -> dict:
+    """A checkpoint config from an older speechxl, in today's form."""
+    model = dict(config["model"])
+    if model.get("ignore_prefix_size") == 0:  # it trained and decoded without a language-tag prefix
+        config.setdefault("data", {}).setdefault("prepend_lang_tag", False)
+    for key in _LEGACY_MODEL_KEYS:
+        model.pop(key, None)
+    config["train"] = {k: v for k, v in config.get("train", {}).items() if k != "ignore_prefix_size"}
+    return {**config, "model": model}
+
+
 def load_model(directory: str | Path, device: str | torch.device = "cpu"):
     """(model, vocab, config) from a checkpoint directory; the model is in eval mode on `device`."""
     from speechxl.models import build_model
 
     directory = Path(directory)
-    config = load_config_dict(directory)
+    config = upgrade_config(load_config_dict(directory))
     vocab = load_vocab(directory)
     model = build_model(config["model"], vocab)
     load_state_into(model, load_weights(_require(directory, MODEL_FILE)), directory / MODEL_FILE)
@@ -236,26 +257,41 @@ def clean_incomplete(run_dir: str | Path) -> list[Path]:
     return removed
 
 
+def ranking_value(metrics: dict) -> float | None:
+    """How good a checkpoint is by the metric its run ranked with (`best_metric` in metrics.json, as the
+    trainer writes it), as a number where higher is better; None when it was not validated."""
+    best = metrics.get("best_metric")
+    if not isinstance(best, dict):  # written before best_metric existed: checkpoints were ranked by BLEU
+        best = {"name": "bleu", "higher_is_better": True}
+    if not isinstance(metrics.get(best.get("name")), (int, float)):
+        return None
+    value = float(metrics[best["name"]])
+    return value if best.get("higher_is_better", True) else -value
+
+
+def _ranked(checkpoints: list[Path]) -> list[Path]:
+    """Validated checkpoints, best first (earlier wins ties)."""
+    scored = [(ranking_value(load_metrics(p)), checkpoint_update(p), p) for p in checkpoints]
+    return [p for _, _, p in sorted((s for s in scored if s[0] is not None), key=lambda s: (-s[0], s[1]))]
+
+
 def best_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint `best` points at, else the one whose metrics.json has the highest BLEU."""
+    """The checkpoint `best` points at, else the best by the metric the run ranked with (train.best_metric)."""
     best = Path(run_dir) / CHECKPOINTS / "best"
     if best.is_symlink() and best.is_dir():
         return best.resolve()
-    scored = [(load_metrics(p).get("bleu"), p) for p in list_checkpoints(run_dir)]
-    scored = [(bleu, p) for bleu, p in scored if bleu is not None]
-    return max(scored, key=lambda item: item[0])[1] if scored else None
+    ranked = _ranked(list_checkpoints(run_dir))
+    return ranked[0] if ranked else None
 
 
 def prune_checkpoints(run_dir: str | Path, *, keep_last: int, keep_best: int) -> list[Path]:
-    """Delete checkpoints that are neither among the last `keep_last` nor the best `keep_best` by BLEU,
-    nor the target of `last` / `best`. keep_last 0 keeps everything."""
+    """Delete checkpoints that are neither among the last `keep_last` nor the best `keep_best` by the run's
+    best_metric, nor the target of `last` / `best`. keep_last 0 keeps everything."""
     checkpoints = list_checkpoints(run_dir)
     if keep_last <= 0:
         return []
     keep = set(checkpoints[-keep_last:])
-    scored = [(load_metrics(p).get("bleu"), checkpoint_update(p), p) for p in checkpoints]
-    scored = sorted((item for item in scored if item[0] is not None), key=lambda item: (-item[0], item[1]))
-    keep.update(p for _, _, p in scored[:max(keep_best, 0)])
+    keep.update(_ranked(checkpoints)[:max(keep_best, 0)])
     root = Path(run_dir) / CHECKPOINTS
     keep.update(link.resolve() for link in (root / "last", root / "best") if link.is_symlink())
     removed = [p for p in checkpoints if p.resolve() not in {k.resolve() for k in keep}]
@@ -275,7 +311,7 @@ def select_around_best(run_dir: str | Path, n: int) -> list[Path]:
     """The best checkpoint and the n-1 saved checkpoints nearest to it in updates (earlier wins ties)."""
     best = best_checkpoint(run_dir)
     if best is None:
-        raise CheckpointError(f"{run_dir}: no `best` link and no checkpoint with a validation BLEU")
+        raise CheckpointError(f"{run_dir}: no `best` link and no validated checkpoint")
     centre = checkpoint_update(best)
     nearest = sorted(list_checkpoints(run_dir),
                      key=lambda p: (abs(checkpoint_update(p) - centre), checkpoint_update(p)))

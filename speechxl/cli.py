@@ -35,7 +35,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=0, help="synthesis processes (0: one per CPU core)")
 
     def run(a):
-        from speechxl.data.corpus.synth import synthesize
+        from speechxl.synth.synth import synthesize
 
         try:
             synthesize(
@@ -71,10 +71,16 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--min-seconds", type=float, default=0.1, help="drop utterances shorter than this")
         q.add_argument("--max-seconds", type=float, default=30.0,
                        help="drop training utterances longer than this (evaluation splits keep them)")
+        q.add_argument("--exclude-text", nargs="+", default=[], metavar="MANIFEST",
+                       help="drop every utterance whose source text appears in these manifests (e.g. keep "
+                       "dev/test sentences out of pre-training audio)")
 
     m = corpora.add_parser("mustc", help="MuST-C v1/v2: en-XX/data/{split}/{wav,txt}")
     m.add_argument("--root", required=True, help="MuST-C root (containing en-XX/)")
     m.add_argument("--lang", required=True, help="target language, e.g. de")
+    m.add_argument("--corpus-version", default="unknown", choices=["v1", "v2", "unknown"],
+                   help="MuST-C release (v1 and v2 have different references, so their scores never share a "
+                        "leaderboard table); recorded in prep_report.json and in every score.json")
     common(m)
 
     c = corpora.add_parser("covost2", help="CoVoST 2 on a Common Voice root: <src>/{clips,validated.tsv}")
@@ -93,13 +99,14 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
                 from speechxl.data.corpus.mustc import prepare_mustc
 
                 prepare_mustc(root=a.root, lang=a.lang, out=a.out, vocab_size=a.vocab_size, ext_mt=a.ext_mt,
-                              min_seconds=a.min_seconds, max_seconds=a.max_seconds)
+                              min_seconds=a.min_seconds, max_seconds=a.max_seconds, exclude_text=a.exclude_text,
+                              corpus_version=a.corpus_version)
             else:
                 from speechxl.data.corpus.covost2 import prepare_covost2
 
                 prepare_covost2(root=a.root, src=a.src, tgt=a.tgt, out=a.out, vocab_size=a.vocab_size,
                                 ext_mt=a.ext_mt, min_seconds=a.min_seconds, max_seconds=a.max_seconds,
-                                jobs=a.jobs)
+                                jobs=a.jobs, exclude_text=a.exclude_text)
         except DataError as err:
             sys.exit(f"speechxl prep: {err}")
 
@@ -122,10 +129,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "data.tasks=[st,mt]); one field of a progressive stage by its name or number "
                         "(stages.mt_pretrain.max_update=2000, stages.2.tasks.ext_mt=0.5)")
 
+    p.add_argument("--until-stage", default=None, metavar="NAME|N",
+                   help="train through the end of this progressive stage (its name, or its number from 1), save "
+                        "and stop; running again without it resumes into the next stage")
+
     def run(a):
         from speechxl.train.loop import train_from_config
 
-        train_from_config(a.config, a.overrides)
+        train_from_config(a.config, a.overrides, until_stage=a.until_stage)
 
     p.set_defaults(func=run)
 
@@ -141,10 +152,16 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", help="manifest TSV of the split to decode (references are scored)")
     src.add_argument("--audio", nargs="+", help="audio files to translate (no references)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--task", choices=["st", "asr"], default="st", help="translate (st) or transcribe (asr)")
+    p.add_argument("--out", required=True,
+                   help="output directory: hyp.txt (one line per input, in input order; empty for an input that "
+                        "could not be translated), ref.txt, ids.txt, score.json; models with several outputs "
+                        "(COSTT's transcript) add hyp.<output>.txt")
+    p.add_argument("--task", default="st",
+                   help="the task to decode (speechxl/tasks.py): st (translate, the default), asr (transcribe), mt "
+                        "(a text manifest), or any task with an output")
     p.add_argument("--src-lang", default="en", help="source language of --audio files")
-    p.add_argument("--tgt-lang", default="de", help="target language of --audio files (the forced tag)")
+    p.add_argument("--tgt-lang", default="de",
+                   help="target language of --audio files (the forced tag, for models trained with language tags)")
     p.add_argument("--beam", type=int, default=5, help="beam size")
     p.add_argument("--lenpen", type=float, default=1.0, help="fairseq length penalty: score / length**lenpen")
     p.add_argument("--max-len-a", type=float, default=0.0, help="max output length = a * source length + b")
@@ -170,11 +187,6 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
         print(json.dumps(result))
 
     p.set_defaults(func=run)
-
-
-def _add_stream(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stream", help="incremental (streaming) decoding while audio arrives")
-    p.set_defaults(func=_not_yet("stream"))
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
@@ -212,11 +224,12 @@ def _add_average(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--run-dir", help="a training run directory (uses its checkpoints/)")
     p.add_argument("--last", type=int, default=None, metavar="N", help="with --run-dir: the last N checkpoints")
     p.add_argument("--best-around", type=int, default=None, metavar="N",
-                   help="with --run-dir: the best checkpoint and the N-1 saved checkpoints nearest to it")
+                   help="with --run-dir: the best checkpoint (by the run's train.best_metric) and the N-1 saved "
+                        "checkpoints nearest to it")
     p.add_argument("--out", required=True, help="checkpoint directory to write (must not exist)")
 
     def run(a):
-        from speechxl.train.checkpoint import average_checkpoints, select_around_best, select_last
+        from speechxl.checkpoint import average_checkpoints, select_around_best, select_last
 
         if a.run_dir is not None and (a.last is None) == (a.best_around is None):
             p.error("--run-dir needs exactly one of --last N or --best-around N")
@@ -294,8 +307,83 @@ def _add_pretrain_w2v(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="your score.json files beside the published MuST-C / CoVoST 2 numbers")
-    p.set_defaults(func=_not_yet("leaderboard"))
+    p = sub.add_parser(
+        "leaderboard",
+        help="your score.json files beside the published MuST-C / CoVoST 2 numbers, in comparable tables",
+        description="One table per (corpus, corpus version, split, BLEU type): only numbers computed on the same "
+        "references the same way share a table (MuST-C v1 vs v2, tst-COMMON vs tst-HE, tokenized vs detokenized "
+        "BLEU never do). Rows are systems (published and yours, yours marked), columns directions, ranked by the "
+        "mean over the largest set of directions systems report (others follow, with a rank per direction). "
+        "Your BLEU type is read from the sacreBLEU signature in score.json; a result "
+        "whose corpus, version, split, direction or signature is unknown goes to a table that says so. When two "
+        "or more of your results were scored against the same references (hyp.txt / ref.txt beside score.json, "
+        "or its hyp_file / ref_file), sacreBLEU's paired bootstrap resampling gives a p-value for each pair. "
+        "Unreadable inputs are reported on stderr, naming the file and line; the rest is still shown.",
+    )
+    p.add_argument("results", nargs="*", metavar="RESULT",
+                   help="score.json files (from `speechxl translate`), run directories (their decode_*/score.json, "
+                   "else score.json) or leaderboard.jsonl files (one JSON object per line, as the recipes write)")
+    p.add_argument("--format", choices=["md", "csv", "json"], default="md",
+                   help="md: one Markdown table per comparable set, then the paired tests; csv: one line per "
+                   "(table, system, direction); json: everything, structured (default: md)")
+    p.add_argument("--png", default=None, metavar="FILE",
+                   help="also draw a bar chart per direction holding one of your results (every direction when you "
+                   "give none), yours highlighted; needs matplotlib: pip install 'speechxl[plots]'")
+    p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
+                   help="include the published numbers (speechxl/eval/published.yaml, each with its source)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="paired bootstrap resamples per pair of your results on the same references (0: no tests)")
+
+    def run(a):
+        from speechxl.eval.leaderboard import build_leaderboard, plot_leaderboard, render
+        from speechxl.eval.plots import PlotsUnavailable, check_png, require_matplotlib
+
+        if a.png:  # fail before the work, not after it
+            try:
+                require_matplotlib()
+            except PlotsUnavailable as err:
+                sys.exit(f"speechxl leaderboard: {err}")
+            check_png(a.png)
+        if not a.results and not a.published:
+            p.error("give at least one RESULT, or leave --published on")
+        board = build_leaderboard(a.results, published=a.published, bootstrap=a.bootstrap,
+                                  on_problem=lambda err: print(f"speechxl leaderboard: {err}", file=sys.stderr))
+        if not board.tables:
+            sys.exit("speechxl leaderboard: no readable results")
+        sys.stdout.write(render(board, a.format))
+        if a.png:
+            print(f"speechxl leaderboard: wrote {plot_leaderboard(board, a.png)}", file=sys.stderr)
+
+    p.set_defaults(func=run)
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="training and validation curves of one or more runs (train_log.jsonl) in one PNG",
+        description="Loss (train and valid), the validation metric (BLEU, else WER, accuracy or perplexity) and "
+        "the learning rate of every RUN_DIR, overlaid, against update (and against wall time when the log "
+        "records carry one); dotted vertical lines mark where a progressive schedule's stage changes. A "
+        "truncated log line or a run without validation records is reported on stderr; the rest is plotted. "
+        "Needs matplotlib: pip install 'speechxl[plots]'.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training run directories (or train_log.jsonl files)")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
+
+    def run(a):
+        from speechxl.eval.plots import PlotsUnavailable, has_time, plot_runs
+
+        warn = lambda err: print(f"speechxl plot: {err}", file=sys.stderr)  # noqa: E731
+        try:
+            out = plot_runs(a.runs, a.out, on_problem=warn)
+        except PlotsUnavailable as err:
+            sys.exit(f"speechxl plot: {err}")
+        if not has_time(a.runs):
+            print("speechxl plot: the log records carry no time, so the curves are against update only",
+                  file=sys.stderr)
+        print(f"speechxl plot: wrote {out}", file=sys.stderr)
+
+    p.set_defaults(func=run)
 
 
 def _not_yet(name: str):
@@ -306,8 +394,8 @@ def _not_yet(name: str):
 
 
 COMMANDS = [
-    _add_synth, _add_prep, _add_train, _add_translate, _add_stream, _add_score, _add_average,
-    _add_convert, _add_leaderboard, _add_pretrain_w2v,
+    _add_synth, _add_prep, _add_train, _add_translate, _add_score, _add_average,
+    _add_convert, _add_leaderboard, _add_plot, _add_pretrain_w2v,
 ]
 
 
@@ -324,11 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from speechxl.errors import CheckpointError, DataError
+    from speechxl.errors import CheckpointError, DataError, TrainingError
 
     try:
         args.func(args)
-    except (DataError, CheckpointError) as err:
+    except (DataError, CheckpointError, TrainingError) as err:
         # The user's data or checkpoint is wrong, not our code: one clear line, no traceback.
         sys.exit(f"speechxl {args.command}: {err}")
 

@@ -17,3 +17,7 @@ class DataError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, incomplete, or from somewhere we cannot read."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many updates in a row with a non-finite loss); the message says why."""

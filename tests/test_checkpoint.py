@@ -13,7 +13,7 @@ from speechxl.cli import main
 from speechxl.data.vocab import Vocab
 from speechxl.errors import CheckpointError
 from speechxl.models import build_model
-from speechxl.train import checkpoint as ckpt
+from speechxl import checkpoint as ckpt
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +141,22 @@ def test_prune_keeps_last_best_and_link_targets(tmp_path, corpus, vocab):
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["ckpt-2", "ckpt-3", "ckpt-5", "ckpt-6"]
     assert [p.name for p in ckpt.select_last(run, 3)] == ["ckpt-3", "ckpt-5", "ckpt-6"]
     assert [p.name for p in ckpt.select_around_best(run, 3)] == ["ckpt-2", "ckpt-3", "ckpt-5"]
+
+
+def test_prune_and_best_follow_the_runs_best_metric_and_its_direction(tmp_path, corpus, vocab):
+    """A pre-training run ranked by a loss keeps its lowest-loss checkpoints (higher BLEU is not better here)."""
+    run = tmp_path / "run"
+    model = new_model(vocab, 0)
+    losses = {1: 3.0, 2: 1.5, 3: 2.0, 4: 2.5, 5: 4.0}
+    for update, loss in losses.items():
+        write(run / "checkpoints" / f"ckpt-{update}", model, corpus,
+              metrics={"mlm_loss": loss, "bleu": 10.0 * update,
+                       "best_metric": {"name": "mlm_loss", "higher_is_better": False}})
+    assert ckpt.best_checkpoint(run).name == "ckpt-2"  # no `best` link: ranked from metrics.json
+    removed = ckpt.prune_checkpoints(run, keep_last=1, keep_best=2)
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["ckpt-2", "ckpt-3", "ckpt-5"]
+    assert sorted(p.name for p in removed) == ["ckpt-1", "ckpt-4"]
+    assert [p.name for p in ckpt.select_around_best(run, 2)] == ["ckpt-2", "ckpt-3"]
 
 
 def test_average_is_elementwise_mean_and_loads(tmp_path, corpus, vocab):

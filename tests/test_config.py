@@ -1,6 +1,8 @@
 """Experiment config: defaults <- YAML <- key=value overrides, and the errors people will hit."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -109,3 +111,37 @@ def test_bad_stage_override_is_a_clear_error(tmp_path, override, message):
 def test_stage_override_without_stages_says_so():
     with pytest.raises(DataError, match="the config has no stages"):
         load_config(None, ["stages.1.max_update=5"])
+
+
+@pytest.mark.parametrize("key, home", [
+    ("model.label_smoothing", "train.label_smoothing"),
+    ("train.ignore_prefix_size", "data.prepend_lang_tag"),
+    ("model.ignore_prefix_size", "data.prepend_lang_tag"),
+    ("model.w2v_freeze_updates", "train.freeze_acoustic_updates"),
+    ("model.w2v_freeze", "a stage's `trainable: {freeze: [acoustic]}`"),
+])
+def test_a_setting_has_one_home_and_a_moved_key_says_where(tmp_path, key, home):
+    section, name = key.split(".")
+    path = tmp_path / "conf.yaml"
+    path.write_text(f"run_dir: x\n{section}:\n  {name}: 1\n")
+    with pytest.raises(DataError, match=rf"conf.yaml:3: {re.escape(key)} is no longer a setting; it lives in "
+                                        rf"{re.escape(home)}"):
+        load_config(path)
+    with pytest.raises(DataError, match=re.escape(home)):
+        load_config(None, [f"{key}=1"])
+
+
+def test_the_model_config_refuses_a_moved_key_too():
+    from speechxl.models.s2t import S2TConfig
+
+    with pytest.raises(DataError, match="model.label_smoothing is no longer a setting; it lives in "
+                                        "train.label_smoothing"):
+        S2TConfig.from_dict({"size": "xs", "label_smoothing": 0.2})
+
+
+def test_best_metric_and_new_train_settings_parse():
+    cfg = load_config(None, ["train.best_metric=wer", "train.freeze_acoustic_updates=100",
+                             "data.prepend_lang_tag=false"])
+    assert (cfg.train.best_metric, cfg.train.freeze_acoustic_updates, cfg.data.prepend_lang_tag) == ("wer", 100, False)
+    with pytest.raises(DataError, match="train.freeze_acoustic_updates must be >= 0"):
+        load_config(None, ["train.freeze_acoustic_updates=-1"])

@@ -11,7 +11,7 @@ import sys
 import torch
 from tiny_run import make_corpus, tiny_config, write_config
 
-from speechxl.train import checkpoint as ckpt
+from speechxl import checkpoint as ckpt
 from speechxl.train.logs import read_log
 
 

@@ -1,5 +1,6 @@
 """`speechxl prep` on tiny MuST-C / CoVoST 2 corpora written here with soundfile."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import soxr
 from speechxl.cli import main
 from speechxl.data.corpus.covost2 import prepare_covost2
 from speechxl.data.corpus.mustc import prepare_mustc
-from speechxl.data.manifest import read_manifest, split_audio_slice
+from speechxl.data.manifest import read_manifest, split_audio_slice, write_manifest
 from speechxl.data.vocab import Vocab
 from speechxl.errors import DataError
 
@@ -255,6 +256,65 @@ def test_cli_prep_reports_data_errors_cleanly(covost, tmp_path, capsys):
     main(["prep", "covost2", "--root", str(root), "--src", "en", "--tgt", "de", "--out", str(tmp_path / "out"),
           "--vocab-size", "70", "--jobs", "1"])
     assert "train" in capsys.readouterr().out and (tmp_path / "out" / "train.tsv").is_file()
+
+
+
+# --- --exclude-text: sentences evaluated elsewhere are kept out of this corpus ----------------------------------
+
+
+def held_out_manifest(path: Path, texts: list[str]) -> Path:
+    """A text-only manifest holding `texts` as source texts, like a dev or test split of another prep."""
+    write_manifest(path, [{"id": f"held_{i}", "audio": "", "n_frames": 0, "tgt_text": "x", "speaker": "",
+                           "src_text": text, "src_lang": "en", "tgt_lang": "de"} for i, text in enumerate(texts)])
+    return path
+
+
+def test_mustc_exclude_text_drops_and_reports_every_split(mustc, tmp_path):
+    root, _ = mustc
+    prepare_mustc(root, "de", tmp_path / "full", 80, None, 0.1, 30.0)
+    held = [held_out_manifest(tmp_path / "dev.tsv", [EN[0]]), held_out_manifest(tmp_path / "tst.tsv", [EN[2], EN[0]])]
+    out = tmp_path / "out"
+    report = prepare_mustc(root, "de", out, 80, None, 0.1, 30.0, exclude_text=held)
+    dropped = {}
+    for split in ("train", "dev", "tst-COMMON"):
+        full, kept = read_manifest(tmp_path / "full" / f"{split}.tsv"), read_manifest(out / f"{split}.tsv")
+        assert kept == [r for r in full if r["src_text"] not in (EN[0], EN[2])]
+        dropped[split] = report["splits"][split]["skipped_by_reason"].get("excluded_text", 0)
+        assert dropped[split] == len(full) - len(kept) and report["splits"][split]["kept"] == len(kept)
+    # EN[0] is spoken once in each split; EN[2]'s only segments are already skipped (past the end, no audio)
+    assert dropped == {"train": 1, "dev": 1, "tst-COMMON": 1}
+    skip = next(s for s in report["skipped"] if s["split"] == "train" and s["reason"] == "excluded_text")
+    assert skip["id"] == "ted_1_0" and skip["file"].endswith("train.yaml") and skip["line"] == 1
+    assert skip["detail"] == f"source text in an excluded manifest: {tmp_path / 'dev.tsv'}"  # the first holder
+    assert report["exclude_text"] == {"manifests": [str(p) for p in held], "sentences": 2}
+
+
+def test_cli_prep_exclude_text_and_its_errors(covost, tmp_path, capsys):
+    root, _ = covost
+    out = tmp_path / "out"
+    args = ["prep", "covost2", "--root", str(root), "--src", "en", "--tgt", "de", "--out", str(out),
+            "--vocab-size", "70", "--jobs", "1", "--exclude-text"]
+    missing = tmp_path / "nope.tsv"
+    with pytest.raises(SystemExit, match=f"^speechxl prep: {re.escape(str(missing))}: manifest not found"):
+        main([*args, str(missing)])
+    plain = tmp_path / "plain.tsv"  # a fairseq manifest without src_text: nothing to compare with
+    write_tsv(plain, ["id", "audio", "n_frames", "tgt_text"], [["a", "a.wav", "16000", "hallo"]])
+    with pytest.raises(SystemExit, match=f"{re.escape(str(plain))}: no row has a src_text"):
+        main([*args, str(plain)])
+    broken = tmp_path / "broken.tsv"
+    write_tsv(broken, ["id", "src_text"], [["a", EN[1]]])
+    with pytest.raises(SystemExit, match=f"{re.escape(str(broken))}:1: header lacks column"):
+        main([*args, str(broken)])
+    assert not out.exists()  # each failed before any clip was converted
+
+    main([*args, str(held_out_manifest(tmp_path / "held.tsv", [EN[1], EN[2]]))])
+    assert "excluded_text 1" in capsys.readouterr().out
+    assert [r["id"] for r in read_manifest(out / "train.tsv")] == ["common_voice_en_0", "common_voice_en_4"]
+    assert read_manifest(out / "dev.tsv") == []
+    report = json.loads((out / "prep_report.json").read_text())
+    assert report["splits"]["dev"]["skipped_by_reason"] == {"audio_unreadable": 1, "excluded_text": 1}
+    assert {s["id"] for s in report["skipped"] if s["reason"] == "excluded_text"} == {
+        "common_voice_en_1", "common_voice_en_2"}
 
 
 # --- on SynthST (tests/conftest.py): the corpora `speechxl synth` writes go through prep unchanged -----------

@@ -35,7 +35,8 @@ def tiny_batch(lengths=(24, 17, 9), target_lengths=(5, 3, 4)):
         prev[i, 1 : n + 1] = target[i, :n]
     return {"ids": [str(i) for i in range(len(lengths))], "task": "st", "audio": frames,
             "audio_lengths": torch.tensor(lengths), "target": target, "prev_target": prev,
-            "target_lengths": torch.tensor(target_lengths) + 1, "ntokens": sum(target_lengths) + len(lengths)}
+            "target_lengths": torch.tensor(target_lengths) + 1, "ntokens": sum(target_lengths) + len(lengths),
+            "prefix": target[:, :1]}  # the first target token plays the language tag: forced, no loss
 
 
 def test_label_smoothed_ce_equals_the_formula_with_prefix_ignored():

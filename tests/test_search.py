@@ -4,19 +4,21 @@ import math
 
 import torch
 
-from speechxl.inference.search import beam_search, greedy_search
+from speechxl.inference.search import LogitProcessor, beam_search, greedy_search
+from speechxl.models.base import SpeechModel
 from speechxl.models.s2t import S2TConfig, S2TTransformer
 
 PAD, EOS = 1, 2
 
 
-class BigramModel:
+class BigramModel(SpeechModel):
     """A real (tiny) model implementing the search protocol: the next token depends on the last token
     and on the utterance; small enough to enumerate every output."""
 
     eos, pad = EOS, PAD
 
     def __init__(self, vocab: int, batch: int, seed: int = 0):
+        super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.table = torch.randn(batch, vocab, vocab, generator=generator) * 2
 
@@ -41,11 +43,13 @@ class BigramModel:
         return lp
 
 
-def brute_force_best(model, utterance, vocab, max_len, lenpen, prefix=()):
+def brute_force_best(model, utterance, vocab, max_len, lenpen, prefix=(), allowed=lambda tokens: True):
     best = (-math.inf, None)
     for length in range(1, max_len + 1):
         for body in itertools.product([t for t in range(vocab) if t not in (PAD, EOS)], repeat=length - len(prefix)):
             tokens = list(prefix) + list(body)
+            if not allowed(tokens):
+                continue
             score = model.sequence_logprob(utterance, tokens + [EOS]) / (length + 1) ** lenpen
             best = max(best, (score, tokens))
     return best
@@ -79,6 +83,37 @@ def test_forced_prefix_is_honoured_and_scored():
         assert nbest[0].tokens == tokens and math.isclose(nbest[0].score, score, rel_tol=1e-5)
     greedy = greedy_search(model, batch, max_len_b=4, prefix=prefix)
     assert [g[0].tokens[0] for g in greedy] == [4, 3]
+
+
+class NoEndBefore(LogitProcessor):
+    """A model's own constraint, like COSTT's "no </s> before <ast>": no </s> until `token` was written."""
+
+    def __init__(self, token: int):
+        self.token = token
+
+    def __call__(self, lp, s):
+        lp[~s.tokens.eq(self.token).any(dim=1), EOS] = float("-inf")
+        return lp
+
+
+class MustSayThree(BigramModel):
+    def logit_processors(self, batch):
+        return [NoEndBefore(3)]
+
+
+def test_a_models_own_logit_processor_constrains_the_search():
+    vocab, max_len = 5, 4
+    model = MustSayThree(vocab, batch=2, seed=10)
+    batch = {"audio_lengths": torch.tensor([7, 3])}
+    plain = beam_search(BigramModel(vocab, batch=2, seed=10), batch, beam=150, max_len_b=max_len)
+    hyps = beam_search(model, batch, beam=150, max_len_b=max_len, nbest=3)
+    for utterance, nbest in enumerate(hyps):
+        # </s> only after a 3, except at the length limit, where </s> is the only choice left
+        score, tokens = brute_force_best(model, utterance, vocab, max_len, 1.0,
+                                         allowed=lambda t: 3 in t or len(t) == max_len)
+        assert nbest[0].tokens == tokens and math.isclose(nbest[0].score, score, rel_tol=1e-5)
+        assert all(3 in h.tokens or len(h.tokens) == max_len for h in nbest)
+    assert [h[0].tokens for h in plain] != [h[0].tokens for h in hyps]  # the constraint changed the outcome
 
 
 def tiny_s2t():

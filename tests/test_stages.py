@@ -8,10 +8,10 @@ import yaml
 from speechxl.config import TrainConfig
 from speechxl.errors import DataError
 from speechxl.models.xstnet import XSTNet, XSTNetConfig
-from speechxl.train.stages import (
-    Stage, apply_acoustic_freeze, apply_trainable, parse_stages, schedule_updates, stage_at, stage_finished,
-    stage_starts, stage_train_config, total_updates,
+from speechxl.config import (
+    Stage, parse_stages, schedule_updates, stage_at, stage_finished, stage_starts, stage_train_config, total_updates,
 )
+from speechxl.train.stages import apply_acoustic_freeze, apply_trainable
 
 SOURCE = "conf/xstnet.yaml"
 EXAMPLE = yaml.safe_load("""
@@ -36,9 +36,10 @@ def test_parse_the_example():
                           freeze=("acoustic",), train_overrides={"lr": 5e-4}, source=SOURCE)
     assert second.tasks == {"st": 1.0, "asr": 1.0, "mt": 1.0, "ext_mt": 0.25}
     assert list(second.tasks) == ["st", "asr", "mt", "ext_mt"]  # config order: the first is the epoch task
-    assert (second.init, second.reset_optimizer, second.freeze_acoustic_updates) == ("previous", True, 1000)
+    assert (second.init, second.reset_optimizer) == ("previous", True)
+    assert stage_train_config(TrainConfig(), second).freeze_acoustic_updates == 1000  # a train.* override
     assert second.freeze == second.only == ()
-    assert second.train_overrides == {"warmup_updates": 500}
+    assert second.train_overrides == {"freeze_acoustic_updates": 1000, "warmup_updates": 500}
     train = stage_train_config(TrainConfig(lr=1e-4), first)
     assert (train.lr, train.warmup_updates) == (5e-4, TrainConfig().warmup_updates)
 
@@ -128,18 +129,39 @@ def test_apply_trainable_rejects_a_prefix_that_matches_nothing():
     model = tiny_xstnet()
     # "decoder.layer" is a prefix of a name but not a dotted component: it must not match
     (stage,) = parse_stages([{"name": "x", "tasks": {"st": 1}, "trainable": {"freeze": ["decoder.layer"]}}], SOURCE)
-    with pytest.raises(DataError, match="stage x: trainable prefix 'decoder.layer' matches no parameter"):
+    with pytest.raises(DataError, match="stage x: trainable 'decoder.layer' matches no parameter of XSTNet; "
+                                        "its parameter groups: acoustic, decoder, decoder.cross_attention"):
         apply_trainable(model, stage)
+
+
+def test_apply_trainable_by_parameter_group():
+    model = tiny_xstnet()
+    groups = model.parameter_groups()
+    (stage,) = parse_stages([{"name": "x", "tasks": {"st": 1},
+                              "trainable": {"only": ["decoder.cross_attention", "layer_norms"]}}], SOURCE)
+    apply_trainable(model, stage)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == set(groups["decoder.cross_attention"]) | set(groups["layer_norms"])
+    assert "decoder.layers.0.cross_attn.q_proj.weight" in trained
+    assert "decoder.layers.0.cross_attn_norm.weight" in trained and "encoder.layers.0.ffn_norm.bias" in trained
+    assert "decoder.layers.0.self_attn.q_proj.weight" not in trained
+    assert groups["embeddings"] == ["decoder.embed_tokens.weight"]
+    assert set(groups["acoustic"]) == {f"acoustic.{n}" for n, _ in model.acoustic.named_parameters()}
 
 
 def test_acoustic_freeze_counts_updates_within_the_stage():
     model = tiny_xstnet()
-    _, second = parse_stages(EXAMPLE, SOURCE)
+    first, second = parse_stages(EXAMPLE, SOURCE)
+    freeze = stage_train_config(TrainConfig(), second).freeze_acoustic_updates
     for within, frozen in ((0, True), (999, True), (1000, False)):
-        apply_acoustic_freeze(model, second, within)
+        apply_acoustic_freeze(model, freeze, within)
         assert model.acoustic.is_frozen is frozen
-    first = parse_stages(EXAMPLE, SOURCE)[0]
-    apply_acoustic_freeze(model, first, 0)  # the stage does not set it: the model keeps its state
-    assert model.acoustic.is_frozen is False
-    with pytest.raises(DataError, match="needs a model with a wav2vec2"):
-        apply_acoustic_freeze(torch.nn.Linear(2, 2), second, 0)
+    apply_acoustic_freeze(model, stage_train_config(TrainConfig(), first).freeze_acoustic_updates, 0)
+    assert model.acoustic.is_frozen is False  # the stage does not set it: train.freeze_acoustic_updates, 0
+    from speechxl.models.s2t import S2TConfig, S2TTransformer
+
+    fbank_model = S2TTransformer(S2TConfig.from_dict({"size": "xs", "encoder_layers": 1, "decoder_layers": 1}),
+                                 20, 1, 2)
+    apply_acoustic_freeze(fbank_model, 0, 0)  # nothing to freeze, nothing asked
+    with pytest.raises(DataError, match="S2TTransformer has no acoustic encoder to freeze"):
+        apply_acoustic_freeze(fbank_model, 5, 0)

@@ -19,7 +19,7 @@ from speechxl.config import config_from_dict, load_config
 from speechxl.data.manifest import write_manifest
 from speechxl.errors import DataError
 from speechxl.modules.wav2vec2 import wav2vec2_config
-from speechxl.train import checkpoint as ckpt
+from speechxl import checkpoint as ckpt
 from speechxl.train.logs import read_log
 from speechxl.train.loop import train
 
@@ -86,7 +86,8 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str) ->
 
 
 def train_records(run_dir: Path) -> list[dict]:
-    return [r for r in read_log(run_dir) if r["type"] == "train"]
+    """The train records, without their wall-clock time (the one field a resumed run cannot repeat)."""
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_log(run_dir) if r["type"] == "train"]
 
 
 @pytest.fixture(scope="module")

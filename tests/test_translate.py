@@ -12,7 +12,7 @@ from speechxl.config import config_from_dict
 from speechxl.data.dataset import SpeechTextDataset
 from speechxl.data.manifest import read_manifest
 from speechxl.inference.search import beam_search
-from speechxl.train import checkpoint as ckpt
+from speechxl import checkpoint as ckpt
 from speechxl.train.loop import train
 
 

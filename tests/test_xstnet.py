@@ -218,12 +218,16 @@ def test_rest_of_the_model_starts_the_same_with_a_loaded_or_random_wav2vec2(tmp_
                            random_w2v.acoustic.model.feature_projection.projection.weight)
 
 
-def test_set_update_ends_the_wav2vec2_freeze(datasets, vocab):
-    model = tiny_model(vocab, w2v_freeze_updates=2)
+def test_acoustic_freeze_ends_after_its_updates(datasets, vocab):
+    """train.freeze_acoustic_updates=2: the trainer's hook keeps wav2vec2 gradient-free for two updates."""
+    from speechxl.train.stages import apply_acoustic_freeze
+
+    model = tiny_model(vocab)
+    assert model.acoustic_encoder() is model.acoustic
     batch = batch_of(datasets, "st", [0])
     acoustic_params = list(model.acoustic.parameters())
     for update, frozen in ((0, True), (1, True), (2, False)):
-        model.set_update(update)
+        apply_acoustic_freeze(model, 2, update)
         model(batch)["loss"].backward()
         assert all(p.grad is None for p in acoustic_params) == frozen
         assert model.subsampler.convs[0].weight.grad is not None

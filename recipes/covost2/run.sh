@@ -19,7 +19,7 @@
 # -- k=v     the rest: overrides for `speechxl train`
 #
 # Stages: 0 prep  1 MT pre-training  2 multitask  3 average  4 decode test (beam 10, lenpen 1)  5 score
-#         6 leaderboard row. Stages 1-2 are one resumable `speechxl train` run (see recipes/mustc/run.sh).
+#         6 leaderboard. Stages 1-2 are one resumable `speechxl train` run (see recipes/mustc/run.sh).
 set -euo pipefail
 
 stage=0
@@ -85,7 +85,5 @@ exp=${exp:-exp/covost2_${src}-${tgt}_${method}_${variant}}
 
 prep=(speechxl prep covost2 --root "$root" --src "$src" --tgt "$tgt" --jobs "$jobs")
 test_split=test
-corpus="CoVoST 2 test"
-pair=$src-$tgt
 # shellcheck source=recipes/mustc/stages.sh
 source "$here/../mustc/stages.sh"

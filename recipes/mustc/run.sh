@@ -15,9 +15,9 @@
 #
 # Stages: 0 prep (manifests + SentencePiece)  1 MT pre-training (the config's first stage)
 #         2 multitask (the rest of the config's stages)  3 average the last N checkpoints
-#         4 decode tst-COMMON (beam 10, lenpen 1, forced target tag)  5 score  6 leaderboard row
+#         4 decode tst-COMMON (beam 10, lenpen 1, forced target tag)  5 score  6 leaderboard
 # Stages 1-2 are one resumable `speechxl train` run in --exp: stage 1 stops it at the end of the config's
-# first stage, stage 2 resumes it there. Re-running a stage after an interruption resumes exactly.
+# first stage (--until-stage 1), stage 2 resumes it there. Re-running a stage after an interruption resumes exactly.
 set -euo pipefail
 
 stage=0
@@ -76,9 +76,7 @@ conf=${conf:-$here/conf/${method}_${variant}.yaml}
 data=${data:-data/mustc/en-$lang}
 exp=${exp:-exp/mustc_en-${lang}_${method}_${variant}}
 
-prep=(speechxl prep mustc --root "$root" --lang "$lang")
+prep=(speechxl prep mustc --root "$root" --lang "$lang" --corpus-version v1)
 test_split=tst-COMMON
-corpus="MuST-C tst-COMMON"
-pair=en-$lang
 # shellcheck source=recipes/mustc/stages.sh
 source "$here/stages.sh"

@@ -14,8 +14,8 @@
 #
 # Stages: 0 synthesise the spoken set (train/dev/tst-COMMON, test voice held out) + external MT, and a
 #           separate unlabelled spoken set (another seed) for wav2vec 2.0 pre-training
-#         1 prep: manifests + joint SentencePiece (one vocabulary for every run); the unlabelled manifest
-#           drops every sentence of dev and tst-COMMON
+#         1 prep: manifests + joint SentencePiece (one vocabulary for every run); the unlabelled corpus's
+#           prep drops every sentence of dev and tst-COMMON (--exclude-text)
 #         2 wav2vec 2.0 self-supervised pre-training on the unlabelled audio (speechxl pretrain-w2v)
 #         3 train every variant x init, --jobs at a time (one CPU thread each)
 #         4 average the last 3 checkpoints, translate tst-COMMON (beam 5), score; probe whether the model
@@ -69,7 +69,7 @@ while [[ $# -gt 0 ]]; do
     --data) data=$2; shift 2 ;;
     --avg-last) avg_last=$2; shift 2 ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -99,26 +99,15 @@ fi
 if run_stage 1; then
   say "stage 1: manifests + SentencePiece ($vocab_size, spoken + external text) -> $data/en-de"
   speechxl prep mustc --root "$raw" --lang de --out "$data/en-de" --vocab-size "$vocab_size" --ext-mt "$raw/ext_mt"
-  speechxl prep mustc --root "$unlabelled" --lang de --out "$data/unlabelled" --vocab-size 500
-  python3 - "$data/unlabelled/train.tsv" "$data/en-de/dev.tsv" "$data/en-de/tst-COMMON.tsv" \
-    "$data/unlabelled/audio.tsv" <<'PY'
-# Pre-training never hears a sentence the spoken set evaluates on (in any voice).
-import sys
-
-from speechxl.data.manifest import read_manifest, write_manifest
-
-source, *held_out, out = sys.argv[1:]
-evaluated = {row["src_text"] for path in held_out for row in read_manifest(path)}
-rows = read_manifest(source)
-kept = [row for row in rows if row["src_text"] not in evaluated]
-write_manifest(out, kept)
-print(f"unlabelled audio: {len(kept)} utterances ({len(rows) - len(kept)} dropped: sentences of dev/tst-COMMON)")
-PY
+  # Pre-training never hears a sentence the spoken set evaluates on (in any voice): prep drops them and counts
+  # them as excluded_text in its summary ("train kept N skipped M (excluded_text M)") and report.
+  speechxl prep mustc --root "$unlabelled" --lang de --out "$data/unlabelled" --vocab-size 500 \
+    --exclude-text "$data/en-de/dev.tsv" "$data/en-de/tst-COMMON.tsv"
 fi
 
 if run_stage 2 && [[ " $inits " == *" pretrained "* ]]; then
   say "stage 2: wav2vec 2.0 pre-training on unlabelled audio ($w2v_updates updates) -> $w2v"
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-$jobs} speechxl pretrain-w2v --manifest "$data/unlabelled/audio.tsv" \
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-$jobs} speechxl pretrain-w2v --manifest "$data/unlabelled/train.tsv" \
     --out "$exp/w2v_pretrain" --config "$here/conf/w2v_small.yaml" --max-updates "$w2v_updates" --lr 1e-3 \
     --max-tokens "$w2v_max_tokens" --save-interval-updates 500
 fi

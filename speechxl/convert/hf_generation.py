@@ -8,7 +8,7 @@ Mapping (speechxl -> HF):
 - no n-gram blocking, no sampling -> no_repeat_ngram_size=0, do_sample=False
 - pad never produced, min_len, forced prefix and forced </s> at max_len with its real log-prob (fairseq;
   HF's own ForcedEOS / forced-token processors set the forced score to 0 instead) -> `SearchConstraints`,
-  a LogitsProcessor applying speechxl's own constraint function.
+  a LogitsProcessor applying speechxl's own logit processors.
 Only a max length that is the same for every utterance (max_len_a = 0) has an HF equivalent.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from speechxl.inference.search import constrain_next_token
+from speechxl.inference.search import apply_processors, builtin_processors
 
 
 class SearchConstraints(LogitsProcessor):
@@ -26,13 +26,13 @@ class SearchConstraints(LogitsProcessor):
         self.eos, self.pad, self.min_len, self.max_len, self.prefix = eos, pad, min_len, max_len, prefix
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        rows = scores.size(0)
-        prefix = None
-        if self.prefix is not None:  # rows are grouped per utterance, `rows // batch` each
-            prefix = self.prefix.to(scores.device).repeat_interleave(rows // self.prefix.size(0), 0)
-        max_len_rows = torch.full((rows,), self.max_len, device=scores.device)
-        return constrain_next_token(scores.clone(), input_ids.size(1) - 1, eos=self.eos, pad=self.pad, min_len=self.min_len,
-                          max_len_rows=max_len_rows, prefix_rows=prefix)
+        # HF never drops finished utterances from the batch, so the per-utterance state needs no select()
+        batch = self.prefix.size(0) if self.prefix is not None else 1
+        max_len = torch.full((batch,), self.max_len, device=scores.device)
+        prefix = self.prefix.to(scores.device) if self.prefix is not None else None
+        processors = builtin_processors(eos=self.eos, pad=self.pad, min_len=self.min_len, prefix=prefix,
+                                        max_len=max_len)
+        return apply_processors(processors, scores.clone(), input_ids.size(1) - 1, input_ids, self.eos)
 
 
 def hf_generate_kwargs(*, eos: int, pad: int, beam: int, lenpen: float = 1.0, max_len: int = 200,

@@ -1,7 +1,9 @@
 """HF `Speech2TextForConditionalGeneration` directory -> speechxl `s2t` checkpoint directory.
 
 The weight mapping is a pure function (`convert_state_dict`, `convert_config`); `convert_hf_speech2text`
-reads the HF files and writes a checkpoint with `speechxl.train.checkpoint.write_checkpoint`.
+reads the HF files and writes a checkpoint with `speechxl.checkpoint.write_checkpoint`. A dictionary with
+language tags (`<lang:de>`, fairseq's multilingual models) makes a checkpoint that forces the target tag; one
+without (fairseq's bilingual MuST-C models) makes one that forces none (`data.prepend_lang_tag: false`).
 HF Speech2Text is fairseq's s2t_transformer (pre-norm, tied embeddings), so the import is exact, including
 fairseq's conv subsampler that sees padding (`mask_conv_padding: false`).
 """
@@ -94,6 +96,13 @@ def pieces_from_vocab_json(vocab: dict[str, int], path: Path) -> list[str]:
     return pieces
 
 
+_LANG_TAG = re.compile(r"^<lang:[A-Za-z][\w-]*>$")
+
+
+def has_language_tags(pieces: list[str]) -> bool:
+    return any(_LANG_TAG.match(piece) for piece in pieces)
+
+
 def _read_hf_weights(src: Path) -> dict[str, torch.Tensor]:
     if (src / "model.safetensors").is_file():
         from safetensors.torch import load_file
@@ -113,7 +122,7 @@ def _require(src: Path, name: str) -> Path:
 def convert_hf_speech2text(src: str | Path, out: str | Path) -> Path:
     """Read an HF Speech2Text directory (config.json, weights, sentencepiece.bpe.model, vocab.json) and
     write a speechxl checkpoint directory `out` (config.yaml, model.safetensors, spm.model, vocab.json)."""
-    from speechxl.train.checkpoint import PIECES_FILE, VOCAB_FILE, write_checkpoint
+    from speechxl.checkpoint import PIECES_FILE, VOCAB_FILE, write_checkpoint
 
     src = Path(src)
     hf_config = json.loads(_require(src, "config.json").read_text(encoding="utf-8"))
@@ -131,5 +140,6 @@ def convert_hf_speech2text(src: str | Path, out: str | Path) -> Path:
         spm_copy, pieces_copy = Path(tmp) / VOCAB_FILE, Path(tmp) / PIECES_FILE
         spm_copy.write_bytes(_require(src, "sentencepiece.bpe.model").read_bytes())
         pieces_copy.write_text(json.dumps(pieces, ensure_ascii=False), encoding="utf-8")
-        return write_checkpoint(out, model_state=state, config={"model": model_config, "data": {"features": "fbank"}},
+        data = {"features": "fbank", "prepend_lang_tag": has_language_tags(pieces)}
+        return write_checkpoint(out, model_state=state, config={"model": model_config, "data": data},
                                 vocab_files=[spm_copy, pieces_copy], metrics={"converted_from": str(src)})

@@ -23,12 +23,11 @@ from speechxl.data.dataset import (  # re-exported: the batch side of the data p
     SpeechTextDataset,
     collate,
     load_datasets,
-    text_sequence,
 )
 
 __all__ = [
     "BatchLoader", "DynamicBatchSampler", "Example", "FeatureConfig", "MultitaskSampler", "SpeechTextDataset",
-    "build_loader", "collate", "length_batches", "load_datasets", "padding_efficiency", "text_sequence",
+    "build_loader", "collate", "length_batches", "load_datasets", "padding_efficiency",
 ]
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""Examples per task (MT / ASR / ST / triplet) from manifest rows, and their collation into the batch
-dict of docs/internals.md.
+"""Examples per task (speechxl.tasks: ST / ASR / MT / triplet, ...) from manifest rows, and their collation
+into the batch dict of docs/internals.md.
 
 Token sequences are built once at construction (SentencePiece is fast and the ids are small), audio is
 loaded lazily per item, so a Dataset pickles cheaply into DataLoader workers.
@@ -19,15 +19,9 @@ import torch
 from speechxl.data.audio import SpecAugment, compute_fbank, fbank_frames, load_audio, utterance_cmvn
 from speechxl.data.manifest import read_manifest
 from speechxl.errors import DataError
+from speechxl.tasks import AUDIO, LANG_COLUMN, TEXT_COLUMN, TRANSCRIPT, get_task
 
 log = logging.getLogger(__name__)
-
-TASKS = ("st", "asr", "mt", "triplet")
-# Which manifest columns each task reads; a row lacking one of them is a counted skip.
-_NEEDS_AUDIO = {"st": True, "asr": True, "mt": False, "triplet": True}
-_NEEDS_TRANSCRIPT = {"st": False, "asr": True, "mt": True, "triplet": True}
-_NEEDS_TARGET = {"st": True, "asr": False, "mt": True, "triplet": True}
-
 
 class TokenVocab(Protocol):
     """What examples need from `speechxl.data.vocab.Vocab`."""
@@ -74,20 +68,18 @@ class Example:
     audio: torch.Tensor | None  # (T,) wave or (T, bins) fbank
     transcript: torch.Tensor | None  # long, [<src_lang>] + tokens + [</s>]
     target: torch.Tensor | None  # long, [<tgt_lang>] + tokens + [</s>]
-
-
-def text_sequence(vocab: TokenVocab, text: str, lang: str, prepend_lang_tag: bool = True) -> list[int]:
-    """`[<lang>] + encode(text) + [</s>]` (the tag only with `prepend_lang_tag`)."""
-    prefix = [vocab.tag(lang)] if prepend_lang_tag else []
-    return prefix + vocab.encode(text) + [vocab.eos]
+    prefix: int | None = None  # the decoder's forced first token (the task's language tag); None: no tag
 
 
 class SpeechTextDataset(torch.utils.data.Dataset):
     """One task's examples from one manifest.
 
     `sizes[i]` is example i's cost for the batch budget: 16 kHz samples (wave), fbank frames (fbank),
-    or the longer of source and target tokens (mt). Rows a task cannot use (empty text, no audio,
-    audio shorter than one fbank window) are skipped and counted in `skipped`, and logged once.
+    or the longer of source and target tokens (text tasks). Rows a task cannot use (empty text, no audio,
+    audio shorter than one 25 ms window) are skipped, counted in `skipped`, kept per row in `skip_reasons`
+    (row index -> reason), and logged once. `row_index[i]` is the manifest row of example i.
+    With `decoding=True` only the encoder input is required (audio, or the source text of a text task):
+    references are read from the rows by whoever scores.
     Item keys are an index, or `(epoch, index)` so SpecAugment draws differ per epoch yet stay
     reproducible (the generator is seeded from seed, epoch and index).
     """
@@ -103,9 +95,9 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         prepend_lang_tag: bool = True,
         train: bool = False,
         seed: int = 1,
+        decoding: bool = False,
     ):
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+        self.spec = get_task(task)
         self.task = task
         self.manifest = str(manifest)
         self.base_dir = os.path.dirname(os.path.abspath(self.manifest))
@@ -116,28 +108,41 @@ class SpeechTextDataset(torch.utils.data.Dataset):
             SpecAugment.from_policy(features.specaugment)
             if train and features.specaugment and features.features == "fbank" else None
         )
+        spec = self.spec
+        if decoding:
+            self.required = ("audio",) if spec.encoder_input == AUDIO else ("src_text",)
+            self.texts = () if spec.encoder_input == AUDIO else (TRANSCRIPT,)
+        else:
+            self.required, self.texts = spec.fields, spec.texts
         self.skipped: Counter[str] = Counter()
+        self.skip_reasons: dict[int, str] = {}
         self._feature_cache: dict[int, np.ndarray] = {}
         self.ids: list[str] = []
         self.lines: list[int] = []  # manifest line of each kept example, for error messages
+        self.row_index: list[int] = []
         self.audio: list[str] = []
         # int32 arrays, not lists of Python ints: ~8x less memory on a 250k-utterance corpus, in every worker
-        self.transcripts: list[np.ndarray | None] = []
-        self.targets: list[np.ndarray | None] = []
+        self.tokens: dict[str, list[np.ndarray]] = {key: [] for key in self.texts}
+        self.prefixes: list[int] = []  # the forced decoder prefix (language tag) of each example
+        self.prepend_lang_tag = prepend_lang_tag
         sizes: list[int] = []
-        for line, row in enumerate(rows, start=2):  # line 1 is the header
+        for index, row in enumerate(rows):
+            line = index + 2  # line 1 is the header
             reason = self._skip_reason(row)
             if reason:
                 self.skipped[reason] += 1
+                self.skip_reasons[index] = reason
                 continue
-            transcript = self._tokens(vocab, row, "src_text", "src_lang", line, prepend_lang_tag, _NEEDS_TRANSCRIPT)
-            target = self._tokens(vocab, row, "tgt_text", "tgt_lang", line, prepend_lang_tag, _NEEDS_TARGET)
+            tokens = {key: self._tokens(vocab, row, key, line) for key in self.texts}
+            if prepend_lang_tag:
+                self.prefixes.append(self._tag(vocab, row, spec.prefix_lang, line))
             self.ids.append(row["id"])
             self.lines.append(line)
+            self.row_index.append(index)
             self.audio.append(row["audio"])
-            self.transcripts.append(transcript)
-            self.targets.append(target)
-            sizes.append(self._size(int(row["n_frames"] or 0), transcript, target))
+            for key, ids in tokens.items():
+                self.tokens[key].append(ids)
+            sizes.append(self._size(int(row["n_frames"] or 0), tokens))
         self.sizes = np.asarray(sizes, dtype=np.int64)
         if self.skipped:
             log.warning("%s (%s): skipped %s", self.manifest, task, self.skip_report())
@@ -150,32 +155,30 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         return ", ".join(f"{n} row(s) with {reason}" for reason, n in sorted(self.skipped.items())) or "nothing"
 
     def _skip_reason(self, row: Mapping[str, str]) -> str | None:
-        if _NEEDS_AUDIO[self.task]:
+        if "audio" in self.required:
             if not row.get("audio"):
                 return "no audio"
-            if self.features.features == "fbank" and fbank_frames(int(row["n_frames"])) == 0:
-                return "audio shorter than one 25 ms fbank window"
-        if _NEEDS_TRANSCRIPT[self.task] and not row.get("src_text", "").strip():
-            return "empty src_text"
-        if _NEEDS_TARGET[self.task] and not row.get("tgt_text", "").strip():
-            return "empty tgt_text"
+            if fbank_frames(int(row["n_frames"] or 0)) == 0:  # wav2vec2's first conv needs a 25 ms window too
+                return "audio shorter than one 25 ms window"
+        for column in ("src_text", "tgt_text"):
+            if column in self.required and not row.get(column, "").strip():
+                return f"empty {column}"
         return None
 
-    def _tokens(
-        self, vocab: TokenVocab, row: Mapping[str, str], text_key: str, lang_key: str, line: int,
-        prepend_lang_tag: bool, needed: Mapping[str, bool],
-    ) -> np.ndarray | None:
-        if not needed[self.task]:
-            return None
+    def _tag(self, vocab: TokenVocab, row: Mapping[str, str], lang_key: str, line: int) -> int:
         lang = row.get(lang_key, "")
-        if prepend_lang_tag and not (lang and vocab.has_tag(lang)):
+        if not (lang and vocab.has_tag(lang)):
             raise DataError(self.manifest, f"{lang_key} {lang!r} has no language tag in the vocabulary", line)
-        return np.asarray(text_sequence(vocab, row[text_key], lang, prepend_lang_tag), dtype=np.int32)
+        return vocab.tag(lang)
 
-    def _size(self, n_samples: int, transcript: np.ndarray | None, target: np.ndarray | None) -> int:
-        if _NEEDS_AUDIO[self.task]:
+    def _tokens(self, vocab: TokenVocab, row: Mapping[str, str], key: str, line: int) -> np.ndarray:
+        prefix = [self._tag(vocab, row, LANG_COLUMN[key], line)] if self.prepend_lang_tag else []
+        return np.asarray(prefix + vocab.encode(row[TEXT_COLUMN[key]]) + [vocab.eos], dtype=np.int32)
+
+    def _size(self, n_samples: int, tokens: Mapping[str, np.ndarray]) -> int:
+        if self.spec.budget == AUDIO:
             return n_samples if self.features.features == "wave" else fbank_frames(n_samples)
-        return max(len(transcript) if transcript is not None else 0, len(target) if target is not None else 0)
+        return max((len(ids) for ids in tokens.values()), default=0)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -184,9 +187,10 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         return Example(
             id=self.ids[index],
-            audio=self._load_audio(index, epoch) if _NEEDS_AUDIO[self.task] else None,
-            transcript=_long(self.transcripts[index]),
-            target=_long(self.targets[index]),
+            audio=self._load_audio(index, epoch) if "audio" in self.required else None,
+            transcript=_long(self.tokens[TRANSCRIPT][index]) if TRANSCRIPT in self.tokens else None,
+            target=_long(self.tokens["target"][index]) if "target" in self.tokens else None,
+            prefix=self.prefixes[index] if self.prefixes else None,
         )
 
     def _load_audio(self, index: int, epoch: int) -> torch.Tensor:
@@ -239,7 +243,8 @@ def _prev_output(tokens: torch.Tensor, lengths: torch.Tensor, pad: int, eos: int
 def collate(examples: Sequence[Example], task: str, pad: int, eos: int) -> dict[str, Any]:
     """Pad a list of examples into the batch dict (docs/internals.md, Batches): audio padded with 0
     (padding mask True at padding), tokens right-padded with `pad`; absent keys are None.
-    `ntokens` counts every non-pad token of the task's target (transcript for asr), tag and </s> included."""
+    `prefix` (B, 1) is the forced decoder prefix (the language tag) or None when the data has no tags.
+    `ntokens` counts every non-pad token of the task's decoder target, tag and </s> included."""
     batch: dict[str, Any] = {"ids": [e.id for e in examples], "task": task}
     for key in ("audio", "audio_lengths", "audio_padding_mask", "transcript", "prev_transcript",
                 "transcript_lengths", "target", "prev_target", "target_lengths"):
@@ -255,8 +260,10 @@ def collate(examples: Sequence[Example], task: str, pad: int, eos: int) -> dict[
         tokens, lengths = _right_pad(seqs, pad)
         batch[name], batch[f"{name}_lengths"] = tokens, lengths
         batch[f"prev_{name}"] = _prev_output(tokens, lengths, pad, eos)
-    counted = batch["transcript_lengths"] if task == "asr" else batch["target_lengths"]
-    batch["ntokens"] = int(counted.sum())
+    has_prefix = examples[0].prefix is not None
+    batch["prefix"] = torch.tensor([[e.prefix] for e in examples], dtype=torch.long) if has_prefix else None
+    counted = batch[f"{get_task(task).decoder_target}_lengths"]
+    batch["ntokens"] = int(counted.sum()) if counted is not None else 0
     return batch
 
 

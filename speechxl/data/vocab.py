@@ -112,12 +112,19 @@ class Vocab:
     def piece(self, token_id: int) -> str:
         return self._id_to_piece[token_id]
 
+    def _tag_piece(self, name: str) -> str | None:
+        # ours are `<de>`; fairseq's and HF's multilingual dictionaries spell language tags `<lang:de>`
+        for piece in (tag_piece(name), f"<lang:{name}>"):
+            if piece in self._piece_to_id:
+                return piece
+        return None
+
     def has_tag(self, name: str) -> bool:
-        return tag_piece(name) in self._piece_to_id
+        return self._tag_piece(name) is not None
 
     def tag(self, name: str) -> int:
-        """Id of `<name>`: a language (`"de"`) or a task tag (`"audio"`, `"asr"`, `"ast"`)."""
-        try:
-            return self._piece_to_id[tag_piece(name)]
-        except KeyError:
-            raise KeyError(f"vocabulary has no tag {tag_piece(name)}") from None
+        """Id of `<name>` (or fairseq's `<lang:name>`): a language (`"de"`) or a task tag (`"audio"`, `"asr"`)."""
+        piece = self._tag_piece(name)
+        if piece is None:
+            raise KeyError(f"vocabulary has no tag {tag_piece(name)}")
+        return self._piece_to_id[piece]

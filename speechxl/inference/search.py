@@ -15,6 +15,8 @@ Semantics follow fairseq's SequenceGenerator:
   positions (fbank frames, waveform samples, or source tokens: `audio_lengths` / `transcript_lengths`);
   at that step only </s> is allowed (its real log-prob is kept);
 - `<pad>` is never produced; </s> is blocked for the first `min_len` steps (ignored while a prefix is forced).
+These constraints are logit processors (`builtin_processors`); a model adds its own with
+`model.logit_processors(batch)` (applied first: the length limit has the last word).
 `speechxl.convert.hf_generation` maps these settings onto HF `generate()` for exact comparisons.
 """
 from __future__ import annotations
@@ -44,21 +46,106 @@ def _max_lengths(batch: dict[str, Any], a: float, b: float, floor: int, device: 
     return limits.clamp(min=floor).to(device)
 
 
-def constrain_next_token(lp: torch.Tensor, step: int, *, eos: int, pad: int, min_len: int,
-               max_len_rows: torch.Tensor, prefix_rows: torch.Tensor | None) -> torch.Tensor:
-    """Apply the search constraints to next-token log-probs (N, V) in place."""
-    eos_lp = lp[:, eos].clone()
-    lp[:, pad] = -math.inf
-    if prefix_rows is not None and step < prefix_rows.size(1):
-        forced = prefix_rows[:, step : step + 1]
-        forced_lp = lp.gather(1, forced)
-        lp.fill_(-math.inf).scatter_(1, forced, forced_lp)
-    elif step < min_len:
-        lp[:, eos] = -math.inf
-    at_max = step >= max_len_rows
-    if bool(at_max.any()):
-        lp[at_max] = -math.inf
-        lp[at_max, eos] = eos_lp[at_max]
+# ---------------------------------------------------------------------------------------------- processors
+
+@dataclass
+class SearchStep:
+    """What a logit processor sees at one step: N = utterances × rows per utterance (beam, or 1 for greedy)."""
+
+    step: int  # tokens generated so far (the next one has index `step`)
+    tokens: torch.Tensor  # (N, step + 1): the start token and the tokens so far
+    raw_eos: torch.Tensor  # (N,) the model's log-prob of </s> before any processor
+
+
+class LogitProcessor:
+    """A search constraint: edits next-token log-probs (N, V) in place and returns them.
+
+    Per-utterance state (a prefix, a length limit) is indexed by utterance; `select(keep)` follows the
+    utterances that stay in the batch when others finish. Rows are grouped per utterance (b·k … b·k+k−1)."""
+
+    def __call__(self, lp: torch.Tensor, s: SearchStep) -> torch.Tensor:
+        raise NotImplementedError
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Utterances `keep` (indices into the current ones) continue; the rest left the batch."""
+
+
+def _rows(per_utterance: torch.Tensor, n_rows: int) -> torch.Tensor:
+    return per_utterance.repeat_interleave(n_rows // per_utterance.size(0), dim=0)
+
+
+class NoToken(LogitProcessor):
+    """A token that is never produced (`<pad>`)."""
+
+    def __init__(self, token: int):
+        self.token = token
+
+    def __call__(self, lp, s):
+        lp[:, self.token] = -math.inf
+        return lp
+
+
+class MinLength(LogitProcessor):
+    """No </s> before `min_len` tokens (the forced prefix has its own rule)."""
+
+    def __init__(self, min_len: int, eos: int):
+        self.min_len, self.eos = min_len, eos
+
+    def __call__(self, lp, s):
+        if s.step < self.min_len:
+            lp[:, self.eos] = -math.inf
+        return lp
+
+
+class ForcePrefix(LogitProcessor):
+    """The first k tokens of every hypothesis are the utterance's prefix (B, k); their log-probs count."""
+
+    def __init__(self, prefix: torch.Tensor):
+        self.prefix = prefix
+
+    def __call__(self, lp, s):
+        if s.step < self.prefix.size(1):
+            forced = _rows(self.prefix[:, s.step : s.step + 1], lp.size(0))
+            forced_lp = lp.gather(1, forced)
+            lp.fill_(-math.inf).scatter_(1, forced, forced_lp)
+        return lp
+
+    def select(self, keep):
+        self.prefix = self.prefix[keep]
+
+
+class MaxLength(LogitProcessor):
+    """At an utterance's length limit only </s> is allowed, with its real (unprocessed) log-prob."""
+
+    def __init__(self, max_len: torch.Tensor, eos: int):
+        self.max_len, self.eos = max_len, eos
+
+    def __call__(self, lp, s):
+        at_max = s.step >= _rows(self.max_len, lp.size(0))
+        if bool(at_max.any()):
+            lp[at_max] = -math.inf
+            lp[at_max, self.eos] = s.raw_eos[at_max]
+        return lp
+
+    def select(self, keep):
+        self.max_len = self.max_len[keep]
+
+
+def builtin_processors(*, eos: int, pad: int, min_len: int, prefix: torch.Tensor | None,
+                       max_len: torch.Tensor) -> list[LogitProcessor]:
+    """Never <pad>, a minimum length, the forced prefix, and the length limit (last: at the limit </s> wins
+    over every other constraint)."""
+    processors: list[LogitProcessor] = [NoToken(pad), MinLength(min_len, eos)]
+    if prefix is not None:
+        processors.append(ForcePrefix(prefix))
+    return processors + [MaxLength(max_len, eos)]
+
+
+def apply_processors(processors: list[LogitProcessor], lp: torch.Tensor, step: int, tokens: torch.Tensor,
+                     eos: int) -> torch.Tensor:
+    s = SearchStep(step=step, tokens=tokens, raw_eos=lp[:, eos].clone())
+    for processor in processors:
+        lp = processor(lp, s)
     return lp
 
 
@@ -83,6 +170,8 @@ def beam_search(model, batch: dict[str, Any], *, beam: int = 5, lenpen: float = 
     prefix_len = _check_prefix(prefix, batch_size)
     max_len = _max_lengths(batch, max_len_a, max_len_b, max(min_len, prefix_len), device)
     prefix = prefix.to(device) if prefix is not None else None
+    processors = model.logit_processors(batch) + builtin_processors(
+        eos=model.eos, pad=model.pad, min_len=min_len, prefix=prefix, max_len=max_len)
 
     alive = list(range(batch_size))  # original index of each running utterance
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
@@ -94,9 +183,7 @@ def beam_search(model, batch: dict[str, Any], *, beam: int = 5, lenpen: float = 
     while alive:
         n = len(alive)
         lp, cache = model.decode_step(tokens, enc, cache)
-        lp = constrain_next_token(lp.float(), step, eos=model.eos, pad=model.pad, min_len=min_len,
-                        max_len_rows=max_len.repeat_interleave(beam),
-                        prefix_rows=prefix.repeat_interleave(beam, 0) if prefix is not None else None)
+        lp = apply_processors(processors, lp.float(), step, tokens, model.eos)
         vocab = lp.size(1)
         candidates = (scores.unsqueeze(2) + lp.view(n, beam, vocab)).view(n, beam * vocab)
         cand_scores, cand_index = candidates.topk(2 * beam, dim=1)
@@ -125,7 +212,8 @@ def beam_search(model, batch: dict[str, Any], *, beam: int = 5, lenpen: float = 
             keep_index = torch.tensor(keep, dtype=torch.long, device=device)
             order, new_tokens, cont_scores = order[keep_index], new_tokens[keep_index], cont_scores[keep_index]
             max_len = max_len[keep_index]
-            prefix = prefix[keep_index] if prefix is not None else None
+            for processor in processors:
+                processor.select(keep_index)
             alive = [alive[i] for i in keep]
             if alive:
                 enc = model.reorder_encoder_out(enc, keep_index)
@@ -149,6 +237,8 @@ def greedy_search(model, batch: dict[str, Any], *, max_len_a: float = 0.0, max_l
     prefix_len = _check_prefix(prefix, batch_size)
     max_len = _max_lengths(batch, max_len_a, max_len_b, max(min_len, prefix_len), device)
     prefix = prefix.to(device) if prefix is not None else None
+    processors = model.logit_processors(batch) + builtin_processors(
+        eos=model.eos, pad=model.pad, min_len=min_len, prefix=prefix, max_len=max_len)
 
     alive = list(range(batch_size))
     results: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
@@ -158,8 +248,7 @@ def greedy_search(model, batch: dict[str, Any], *, max_len_a: float = 0.0, max_l
     step = 0
     while alive:
         lp, cache = model.decode_step(tokens, enc, cache)
-        lp = constrain_next_token(lp.float(), step, eos=model.eos, pad=model.pad, min_len=min_len,
-                        max_len_rows=max_len, prefix_rows=prefix)
+        lp = apply_processors(processors, lp.float(), step, tokens, model.eos)
         best_lp, best = lp.max(dim=1)
         scores = scores + best_lp
         tokens = torch.cat([tokens, best.unsqueeze(1)], dim=1)
@@ -173,8 +262,9 @@ def greedy_search(model, batch: dict[str, Any], *, max_len_a: float = 0.0, max_l
             if not alive:
                 break
             keep_index = torch.tensor(keep, dtype=torch.long, device=device)
-            tokens, scores, max_len = tokens[keep_index], scores[keep_index], max_len[keep_index]
-            prefix = prefix[keep_index] if prefix is not None else None
+            tokens, scores = tokens[keep_index], scores[keep_index]
+            for processor in processors:
+                processor.select(keep_index)
             enc = model.reorder_encoder_out(enc, keep_index)
             cache = model.reorder_cache(cache, keep_index)
         step += 1

@@ -1,55 +1,72 @@
 """Offline translation: a checkpoint directory + a manifest split (or audio files) -> hypotheses and a score.
 
-Utterances are decoded in length-sorted batches (little padding) and written back in input order, so
-`hyp.txt` and `ref.txt` line up with the manifest.
+Utterances are decoded in length-sorted batches (little padding) and written back in input order: `hyp.txt`
+has one line per input, `ref.txt` and `ids.txt` line up with it. An input that cannot be translated (a
+missing or unreadable file, audio shorter than one 25 ms window) gets an empty line, is named with its
+reason on stderr and in `score.json` (`failed`), and the rest are still translated.
 """
 from __future__ import annotations
 
 import json
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
 import torch
 from tqdm import tqdm
 
+from speechxl.checkpoint import load_model
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
 from speechxl.errors import DataError
-from speechxl.eval.bleu import bleu, wer
-from speechxl.inference.search import beam_search
-from speechxl.train.checkpoint import load_model
+from speechxl.inference.decode import DecodeOptions, decode_batch, score_outputs
+from speechxl.tasks import OUTPUTS, get_task
+
+__all__ = ["DecodeOptions", "translate"]
 
 
-@dataclass
-class DecodeOptions:
-    beam: int = 5
-    lenpen: float = 1.0
-    max_len_a: float = 0.0
-    max_len_b: int = 200
-    max_tokens: int | None = None  # batch budget in input units; None: 50k fbank frames or 3.2M wave samples
-    max_sentences: int = 64
-
-
-def _feature_config(config: dict) -> FeatureConfig:
-    data = config.get("data", {})
-    return FeatureConfig(features=data.get("features", "fbank"))
-
-
-def _audio_rows(paths: list[str], src_lang: str, tgt_lang: str) -> list[dict[str, str]]:
-    """Manifest rows for bare audio files (no references), so they decode through the same dataset."""
-    rows = []
-    for path in paths:
-        try:
-            info = sf.info(path)
-        except Exception as err:  # soundfile raises several types for unreadable files
-            raise DataError(path, f"cannot read audio: {err}") from err
-        n_frames = round(info.frames * 16000 / info.samplerate)
+def _audio_rows(paths: list[str], src_lang: str, tgt_lang: str) -> tuple[list[dict[str, str]], dict[int, str]]:
+    """Manifest rows for bare audio files (no references), and the reason for each file that cannot be read."""
+    rows, failed = [], {}
+    for index, path in enumerate(paths):
+        n_frames = 0
+        if not Path(path).is_file():
+            failed[index] = "file not found"
+        else:
+            try:
+                info = sf.info(path)
+                n_frames = round(info.frames * 16000 / info.samplerate)
+            except Exception as err:  # soundfile raises several types for unreadable files
+                failed[index] = f"cannot read audio: {str(err).strip()}"
         rows.append({"id": Path(path).stem, "audio": str(Path(path).resolve()), "n_frames": str(n_frames),
-                     "tgt_text": "-", "speaker": "", "src_text": "-", "src_lang": src_lang, "tgt_lang": tgt_lang})
-    return rows
+                     "tgt_text": "", "speaker": "", "src_text": "", "src_lang": src_lang, "tgt_lang": tgt_lang})
+    return rows, failed
+
+
+def _corpus_info(manifest: Path | None, rows: list[dict[str, str]]) -> dict[str, str]:
+    """What makes a score comparable: corpus and version (from prep's report beside the manifest), split,
+    direction; "unknown" where nothing says."""
+    report: dict = {}
+    if manifest is not None and (manifest.parent / "prep_report.json").is_file():
+        try:
+            report = json.loads((manifest.parent / "prep_report.json").read_text(encoding="utf-8"))
+        except ValueError:
+            report = {}
+    pairs = {(row.get("src_lang", ""), row.get("tgt_lang", "")) for row in rows}
+    src, tgt = next(iter(pairs)) if len(pairs) == 1 else ("", "")
+    return {"corpus": report.get("corpus", "unknown"), "corpus_version": report.get("corpus_version", "unknown"),
+            "split": manifest.stem if manifest is not None else "unknown",
+            "direction": f"{src}-{tgt}" if src and tgt else "unknown"}
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def _output_file(stem: str, name: str, main: str | None) -> str:
+    return f"{stem}.txt" if name == main else f"{stem}.{name}.txt"
 
 
 @torch.no_grad()
@@ -65,57 +82,73 @@ def translate(
     src_lang: str | None = None,
     tgt_lang: str | None = None,
 ) -> dict:
-    """Decode `manifest` (or `audio` files) with the model in `checkpoint`; write hyp/ref text and score.json."""
+    """Decode `manifest` (or `audio` files) with the model in `checkpoint`; write hypotheses (+ references) per
+    output and score.json."""
     if (manifest is None) == (audio is None):
         raise ValueError("give exactly one of a manifest or audio files")
+    spec = get_task(task)
+    if spec.output is None:
+        raise DataError("--task", f"task {task!r} has no decoded output (it is trained for its loss only)")
     model, vocab, config = load_model(checkpoint, device=device)
-    model.eval()
-    if manifest is not None:
-        rows = read_manifest(manifest)
-        has_refs = True
-    else:
-        rows = _audio_rows(audio, src_lang or "en", tgt_lang or "de")
-        has_refs = False
     data = config.get("data", {})
-    dataset = SpeechTextDataset(rows, "asr" if task == "asr" else "st", vocab,
-                                manifest=manifest or "<audio files>", features=_feature_config(config),
-                                prepend_lang_tag=data.get("prepend_lang_tag", True))
+    if manifest is not None:
+        manifest = Path(manifest)
+        rows, failed = read_manifest(manifest), {}
+    else:
+        rows, failed = _audio_rows(audio, src_lang or "en", tgt_lang or "de")
+    usable = [row for index, row in enumerate(rows) if index not in failed]
+    dataset = SpeechTextDataset(usable, task, vocab, manifest=manifest or "<audio files>",
+                                features=FeatureConfig(features=data.get("features", "fbank")),
+                                prepend_lang_tag=data.get("prepend_lang_tag", True), decoding=True)
+    row_of_usable = [index for index in range(len(rows)) if index not in failed]
+    for usable_index, reason in dataset.skip_reasons.items():
+        failed[row_of_usable[usable_index]] = reason
     default_budget = 3_200_000 if dataset.features.features == "wave" else 50_000
     # Never below the longest utterance: every input must be decoded, alone in its batch if need be.
     budget = max(options.max_tokens or default_budget, int(dataset.sizes.max(initial=1)))
-    batches = length_batches(dataset.sizes, budget, options.max_sentences)
-    prefix_lang_of = {row["id"]: row["src_lang" if task == "asr" else "tgt_lang"] for row in rows}
-    prepend_tag = data.get("prepend_lang_tag", True)
-    hyps: dict[int, str] = {}
+    hyps: dict[int, dict[str, str]] = {}  # row index -> output texts
     start = time.perf_counter()
-    for indices in tqdm(batches, desc="translate", unit="batch"):
-        batch = dataset.collate([dataset[i] for i in indices])
+    for indices in tqdm(length_batches(dataset.sizes, budget, options.max_sentences), desc="translate",
+                        unit="batch"):
+        examples = []
+        for i in indices:
+            try:
+                examples.append((i, dataset[i]))
+            except DataError as err:  # e.g. a corrupt file in a manifest: this input fails, the rest go on
+                failed[row_of_usable[dataset.row_index[i]]] = err.reason
+        if not examples:
+            continue
+        batch = dataset.collate([example for _, example in examples])
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        prefix = None
-        if prepend_tag:
-            tags = [vocab.tag(prefix_lang_of[dataset.ids[i]]) for i in indices]
-            prefix = torch.tensor(tags, dtype=torch.long, device=device)[:, None]
-        results = beam_search(model, batch, beam=options.beam, lenpen=options.lenpen,
-                              max_len_a=options.max_len_a, max_len_b=options.max_len_b, prefix=prefix)
-        for i, nbest in zip(indices, results):
-            hyps[i] = vocab.decode(nbest[0].tokens)
+        for (i, _), texts in zip(examples, decode_batch(model, batch, vocab, spec, options)):
+            hyps[row_of_usable[dataset.row_index[i]]] = texts
     elapsed = time.perf_counter() - start
-    order = range(len(dataset))
-    text_key = "src_text" if task == "asr" else "tgt_text"
-    row_of = {row["id"]: row for row in rows}
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    hyp_lines = [hyps[i] for i in order]
-    (out / "hyp.txt").write_text("\n".join(hyp_lines) + "\n", encoding="utf-8")
-    (out / "ids.txt").write_text("\n".join(dataset.ids) + "\n", encoding="utf-8")
-    result: dict = {"checkpoint": str(checkpoint), "n": len(hyp_lines), "task": task,
-                    "beam": options.beam, "lenpen": options.lenpen, "decode_seconds": round(elapsed, 2)}
-    if has_refs:
-        ref_lines = [row_of[dataset.ids[i]][text_key] for i in order]
-        (out / "ref.txt").write_text("\n".join(ref_lines) + "\n", encoding="utf-8")
-        result["manifest"] = str(manifest)
-        result.update(wer(hyp_lines, ref_lines) if task == "asr" else bleu(hyp_lines, ref_lines))
-        if dataset.skipped:
-            result["skipped"] = dataset.skip_report()
+    names = [spec.output] + sorted({name for texts in hyps.values() for name in texts} - {spec.output})
+    hyp_lines = {name: [hyps.get(i, {}).get(name, "") for i in range(len(rows))] for name in names}
+    for name, lines in hyp_lines.items():
+        _write_lines(out / _output_file("hyp", name, spec.output), lines)
+    _write_lines(out / "ids.txt", [row["id"] for row in rows])
+    result: dict = {"checkpoint": str(checkpoint), "task": task, "n": len(rows), "beam": options.beam,
+                    "lenpen": options.lenpen, **_corpus_info(manifest, rows),
+                    "decode_seconds": round(elapsed, 2), "hyp_file": str(out / "hyp.txt")}
+    if manifest is not None:
+        refs = {name: [row.get(OUTPUTS[name].reference, "") for row in rows] for name in names}
+        for name, lines in refs.items():
+            _write_lines(out / _output_file("ref", name, spec.output), lines)
+        result.update(manifest=str(manifest), ref_file=str(out / "ref.txt"))
+        result.update(score_outputs(hyp_lines, refs, spec.output))
+    if failed:
+        result["failed"] = [{"line": index + 2 if manifest is not None else None, "id": rows[index]["id"],
+                             "input": audio[index] if audio is not None else rows[index]["audio"],
+                             "reason": reason} for index, reason in sorted(failed.items())]
+        for item in result["failed"]:
+            print(f"speechxl translate: {item['input']}: not translated ({item['reason']}); its line is empty",
+                  file=sys.stderr)
     (out / "score.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if failed and len(failed) == len(rows):
+        raise DataError(result["failed"][0]["input"], f"no input could be translated: "
+                        f"{result['failed'][0]['reason']}" + (f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""))
     return result

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from speechxl.losses import ctc_loss, label_smoothed_nll_loss
-from speechxl.models import (
-    DecoderSearch, Seq2SeqConfig, build_encoder_decoder, config_from_preset, config_to_dict, register_model,
+from speechxl.models.base import (
+    Seq2SeqConfig, SpeechModel, build_encoder_decoder, config_from_preset, config_to_dict, prefix_size,
 )
+from speechxl.tasks import get_task
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
 
@@ -45,8 +46,7 @@ class S2TConfig(Seq2SeqConfig):
         return config_to_dict(self, "s2t")
 
 
-@register_model("s2t")
-class S2TTransformer(DecoderSearch, nn.Module):
+class S2TTransformer(SpeechModel):
     def __init__(self, config: S2TConfig, vocab_size: int, pad: int, eos: int, blank: int = 0):
         super().__init__()
         self.config, self.pad, self.eos, self.blank = config, pad, eos, blank
@@ -73,27 +73,29 @@ class S2TTransformer(DecoderSearch, nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         task = batch.get("task") or "st"
+        spec = get_task(task)
+        if spec.encoder_input != "audio":
+            raise ValueError(f"s2t reads audio; task {task!r} has a text encoder input")
         # ASR is the same model with the transcript as target (its <src_lang> tag tells the decoder)
-        target, prev = ((batch["transcript"], batch["prev_transcript"]) if task == "asr"
-                        else (batch["target"], batch["prev_target"]))
+        key = spec.decoder_target
+        target, prev = batch[key], batch[f"prev_{key}"]
         enc = self.encode(batch)
         logits = self.decoder(prev, enc["memory"], enc["memory_padding_mask"])
         loss, nll, ntokens = label_smoothed_nll_loss(
-            logits, target, epsilon=self.config.label_smoothing, ignore_index=self.pad,
-            ignore_prefix_size=self.config.ignore_prefix_size)
+            logits, target, epsilon=self.label_smoothing, ignore_index=self.pad,
+            ignore_prefix_size=prefix_size(batch))
         # sample_size counts the tokens that carry loss (the ignored language tag is not one of them)
         name = "st" if task == "triplet" else task  # s2t reads a triplet as ST (+ CTC on its transcript)
         logs = {f"{name}_loss": loss.item(), "nll_loss": nll.item(), "ntokens": ntokens,
                 "nsentences": target.size(0)}
         if self.ctc_head is not None and batch.get("transcript") is not None:
-            ctc = self._ctc(enc, batch)
+            ctc = self._ctc(enc, batch, prefix_size(batch))
             logs["ctc_loss"] = ctc.item()
             loss = loss + self.config.ctc_weight * ctc
         return {"loss": loss, "sample_size": ntokens, "logs": logs}
 
-    def _ctc(self, enc: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
-        """CTC against the transcript without its language tag and </s> (neither is spoken)."""
-        skip = self.config.ignore_prefix_size
+    def _ctc(self, enc: dict[str, torch.Tensor], batch: dict[str, Any], skip: int) -> torch.Tensor:
+        """CTC against the transcript without its language tag (`skip` tokens) and </s> (neither is spoken)."""
         tokens = batch["transcript"][:, skip:]
         lengths = batch["transcript_lengths"] - skip - 1
         tokens = tokens.masked_fill(tokens.eq(self.eos), self.pad)

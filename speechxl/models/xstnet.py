@@ -23,12 +23,13 @@ from transformers import Wav2Vec2Config
 
 from speechxl.errors import DataError
 from speechxl.losses import label_smoothed_nll_loss
-from speechxl.models import (
-    DecoderSearch, Seq2SeqConfig, build_encoder_decoder, config_from_preset, config_to_dict, register_model,
+from speechxl.models.base import (
+    Seq2SeqConfig, SpeechModel, build_encoder_decoder, config_from_preset, config_to_dict, prefix_size,
 )
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
 from speechxl.modules.wav2vec2 import Wav2Vec2Encoder, wav2vec2_config
+from speechxl.tasks import AUDIO, TEXT, get_task
 
 # `base` is the paper's model; `tiny` is for tests and SynthST on a CPU (same 320-sample wav2vec2 stride).
 SIZES: dict[str, dict[str, Any]] = {
@@ -42,13 +43,9 @@ SIZES: dict[str, dict[str, Any]] = {
                  encoder_ffn_dim=256, decoder_ffn_dim=256, dropout=0.1),
 }
 
-# Which input the shared encoder reads for each task (docs/internals.md: for MT it reads `transcript`).
-ENCODER_INPUT = {"st": "audio", "asr": "audio", "triplet": "audio", "mt": "text"}
-# The losses of each task: (loss name, encoder input, decoder input key, target key).
-_ST = ("st", "audio", "prev_target", "target")
-_ASR = ("asr", "audio", "prev_transcript", "transcript")
-_MT = ("mt", "text", "prev_target", "target")
-TASK_LOSSES = {"st": (_ST,), "asr": (_ASR,), "mt": (_MT,), "triplet": (_ST, _ASR, _MT)}
+# A triplet batch trains three losses: (loss name, encoder input, decoder target). Every other task trains
+# one loss, as the task table says (speechxl/tasks.py).
+TRIPLET_LOSSES = (("st", AUDIO, "target"), ("asr", AUDIO, "transcript"), ("mt", TEXT, "target"))
 
 
 @dataclass
@@ -59,8 +56,6 @@ class XSTNetConfig(Seq2SeqConfig):
     w2v_config: dict[str, Any] = field(default_factory=dict)
     w2v_preset: str = "base"
     w2v_overrides: dict[str, Any] = field(default_factory=dict)
-    w2v_freeze: bool = False
-    w2v_freeze_updates: int = 0  # wav2vec2 runs without gradients for the first K updates
     w2v_layerdrop: float = 0.0
     feature_grad_mult: float = 1.0  # fairseq's scale of the CNN feature extractor's gradient (0.1 optional)
     w2v_normalize: bool | None = None  # per-utterance waveform normalisation; None: from the w2v config
@@ -77,8 +72,7 @@ class XSTNetConfig(Seq2SeqConfig):
 
 def build_acoustic(c: XSTNetConfig) -> Wav2Vec2Encoder:
     """The wav2vec 2.0 encoder the config asks for (loaded from `w2v_path`, or randomly initialised)."""
-    options = dict(freeze=c.w2v_freeze, freeze_updates=c.w2v_freeze_updates,
-                   feature_grad_mult=c.feature_grad_mult, normalize=c.w2v_normalize)
+    options = dict(feature_grad_mult=c.feature_grad_mult, normalize=c.w2v_normalize)
     if c.w2v_path:
         if not os.path.isfile(os.path.join(c.w2v_path, "config.json")):
             raise DataError(c.w2v_path, "w2v_path is not an HF Wav2Vec2Model directory (no config.json)")
@@ -90,8 +84,7 @@ def build_acoustic(c: XSTNetConfig) -> Wav2Vec2Encoder:
     return Wav2Vec2Encoder(config, **options)
 
 
-@register_model("xstnet")
-class XSTNet(DecoderSearch, nn.Module):
+class XSTNet(SpeechModel):
     def __init__(self, config: XSTNetConfig, vocab_size: int, pad: int, eos: int, audio_tag_id: int | None):
         super().__init__()
         if config.audio_tag and audio_tag_id is None:
@@ -122,9 +115,8 @@ class XSTNet(DecoderSearch, nn.Module):
         values.update(w2v_path="", w2v_config=self.acoustic.config.to_dict(), w2v_normalize=self.acoustic.normalize)
         return values
 
-    def set_update(self, num_updates: int) -> None:
-        """Trainer hook before each update: ends wav2vec2's freeze-for-K-updates phase."""
-        self.acoustic.set_update(num_updates)
+    def acoustic_encoder(self) -> Wav2Vec2Encoder:
+        return self.acoustic
 
     # ------------------------------------------------------------------------------------------- encoder
 
@@ -134,10 +126,11 @@ class XSTNet(DecoderSearch, nn.Module):
         return self.decoder.embed_tokens
 
     def encoder_input(self, batch: dict[str, Any]) -> str:
-        """"audio" or "text": `batch["encoder_input"]` when set, else by task (mt reads the transcript)."""
-        choice = batch.get("encoder_input") or ENCODER_INPUT.get(batch.get("task") or "",
-                                                                 "audio" if batch.get("audio") is not None else "text")
-        if choice not in ("audio", "text"):
+        """"audio" or "text": `batch["encoder_input"]` when set, else the task's (mt reads the transcript)."""
+        task = batch.get("task")
+        default = get_task(task).encoder_input if task else (AUDIO if batch.get("audio") is not None else TEXT)
+        choice = batch.get("encoder_input") or default
+        if choice not in (AUDIO, TEXT):
             raise ValueError(f"encoder_input must be 'audio' or 'text', not {choice!r}")
         return choice
 
@@ -181,11 +174,11 @@ class XSTNet(DecoderSearch, nn.Module):
 
     # ------------------------------------------------------------------------------------------- training
 
-    def _loss(self, enc: dict[str, torch.Tensor], prev: torch.Tensor,
-              target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _loss(self, enc: dict[str, torch.Tensor], prev: torch.Tensor, target: torch.Tensor,
+              skip: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         logits = self.decoder(prev, enc["memory"], enc["memory_padding_mask"])
-        return label_smoothed_nll_loss(logits, target, epsilon=self.config.label_smoothing, ignore_index=self.pad,
-                                       ignore_prefix_size=self.config.ignore_prefix_size)
+        return label_smoothed_nll_loss(logits, target, epsilon=self.label_smoothing, ignore_index=self.pad,
+                                       ignore_prefix_size=skip)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Losses of the batch's task (triplet: st + asr + mt, equal weights).
@@ -196,15 +189,16 @@ class XSTNet(DecoderSearch, nn.Module):
         `<task>_ntokens` per included task, and `nll_loss` / `ntokens` over all of them.
         """
         task = batch.get("task") or "st"
-        if task not in TASK_LOSSES:
-            raise ValueError(f"xstnet trains st, asr, mt or triplet batches, not {task!r}")
+        spec = get_task(task)
+        losses = TRIPLET_LOSSES if task == "triplet" else ((task, spec.encoder_input, spec.decoder_target),)
+        skip = prefix_size(batch)
         encoded: dict[str, dict[str, torch.Tensor]] = {}
         total = None
         logs: dict[str, float] = {"nll_loss": 0.0, "ntokens": 0, "nsentences": len(batch["ids"])}
-        for name, source, prev_key, target_key in TASK_LOSSES[task]:
+        for name, source, target_key in losses:
             if source not in encoded:  # a triplet encodes its audio once for st and asr
-                encoded[source] = self.encode_audio(batch) if source == "audio" else self.encode_text(batch)
-            loss, nll, ntokens = self._loss(encoded[source], batch[prev_key], batch[target_key])
+                encoded[source] = self.encode_audio(batch) if source == AUDIO else self.encode_text(batch)
+            loss, nll, ntokens = self._loss(encoded[source], batch[f"prev_{target_key}"], batch[target_key], skip)
             total = loss if total is None else total + loss
             logs[f"{name}_loss"], logs[f"{name}_ntokens"] = loss.item(), ntokens
             logs["nll_loss"] += nll.item()

@@ -17,19 +17,12 @@ from speechxl.data.batching import (
     load_datasets,
 )
 from speechxl.errors import DataError
+from speechxl.tasks import AUDIO, EXT_MT, TASKS, task_of_source
 from speechxl.train.distributed import DistEnv
-
-EXT_MT = "ext_mt"
-_AUDIO_TASKS = ("st", "asr", "triplet")
-
-
-def bleu_task(tasks: list[str]) -> str | None:
-    """The task validation BLEU is measured on: speech translation when trained, else MT."""
-    return next((t for t in ("st", "triplet", "mt") if t in tasks), None)
 
 
 def _budget(cfg: DataConfig, task: str) -> int:
-    if task in _AUDIO_TASKS and cfg.features == "wave":
+    if task_of_source(task).budget == AUDIO and cfg.features == "wave":
         return cfg.max_wave_samples
     return cfg.max_tokens
 
@@ -99,17 +92,20 @@ def build_train_data(cfg: ExperimentConfig, vocab, env: DistEnv, *, task_ratios:
     data = cfg.data
     seed = cfg.train.seed if seed is None else seed
     ratios = dict(task_ratios) if task_ratios is not None else default_task_ratios(data)
+    unknown = [t for t in ratios if t != EXT_MT and t not in TASKS]
+    if unknown:
+        raise DataError("data.tasks", f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
     features = FeatureConfig(features=data.features, specaugment=data.specaugment or None,
                              cache=data.cache_features)
+    options = dict(features=features, prepend_lang_tag=data.prepend_lang_tag, seed=seed)
     datasets: dict[str, SpeechTextDataset] = load_datasets(
-        _manifest(data, data.train_split), [t for t in ratios if t != EXT_MT], vocab, features=features,
-        train=True, seed=seed)
+        _manifest(data, data.train_split), [t for t in ratios if t != EXT_MT], vocab, train=True, **options)
     if EXT_MT in ratios:
         if not data.ext_mt_split:
             raise DataError("data.ext_mt_split", "the training tasks include ext_mt but data.ext_mt_split is not "
                                                  "set (the external MT manifest prep writes as ext_mt.tsv)")
         datasets[EXT_MT] = SpeechTextDataset.from_manifest(_manifest(data, data.ext_mt_split), "mt", vocab,
-                                                           features=features, train=True, seed=seed)
+                                                           train=True, **options)
     # in `ratios` order: the MultitaskSampler's draws map to tasks in that order
     samplers = {name: _sampler(datasets[name], data, datasets[name].task, seed=seed, shuffle=True, rank=env.rank,
                                world_size=env.world_size) for name in ratios}
@@ -118,8 +114,8 @@ def build_train_data(cfg: ExperimentConfig, vocab, env: DistEnv, *, task_ratios:
     else:
         sampler = MultitaskSampler(samplers, ratios, seed=seed, epoch_task=next(iter(ratios)))
     train = build_loader(datasets, sampler, num_workers=data.num_workers)
-    valid_sets = load_datasets(_manifest(data, data.valid_split), validation_tasks(ratios), vocab,
-                               features=features, train=False, seed=seed)
+    valid_sets = load_datasets(_manifest(data, data.valid_split), validation_tasks(ratios), vocab, train=False,
+                               **options)
     valid = {task: build_loader(ds, _sampler(ds, data, task, seed=seed, shuffle=False, rank=0, world_size=1),
                                 num_workers=data.num_workers)
              for task, ds in valid_sets.items()}

@@ -18,19 +18,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speechxl.config import ExperimentConfig, TrainConfig, config_to_dict, dump_config, load_config
-from speechxl.train import checkpoint as ckpt
-from speechxl.train.batches import bleu_task, build_train_data, validation_tasks
+from speechxl import checkpoint as ckpt
+from speechxl.config import (
+    INIT_PREVIOUS, ExperimentConfig, Stage, TrainConfig, config_to_dict, dump_config, load_config, parse_stages,
+    schedule_updates, stage_at, stage_starts, stage_train_config, total_updates,
+)
+from speechxl.errors import CheckpointError, DataError, TrainingError
+from speechxl.inference.decode import DecodeOptions, batch_references, decode_batch, score_output
+from speechxl.tasks import decoded_task, get_task
+from speechxl.train.batches import build_train_data, validation_tasks
 from speechxl.train.distributed import (
     DistEnv, all_reduce_sum, barrier, broadcast_from_main, gather_objects, init_distributed, shutdown,
     sum_dicts_over_ranks,
 )
 from speechxl.train.logs import RunLog, summarize
 from speechxl.train.optim import InverseSqrtSchedule, build_optimizer
-from speechxl.train.stages import (
-    INIT_PREVIOUS, Stage, apply_acoustic_freeze, apply_trainable, parse_stages, schedule_updates, stage_at,
-    stage_starts, stage_train_config, total_updates,
-)
+from speechxl.train.stages import apply_acoustic_freeze, apply_trainable
 
 
 class TrainData(Protocol):
@@ -56,8 +59,10 @@ class TrainState:
 
     num_updates: int = 0
     epoch: int = 1
-    best_bleu: float | None = None
-    bad_validations: int = 0  # validations since the best BLEU, for `patience`
+    best: float | None = None  # the best value of train.best_metric so far (in this stage)
+    bad_validations: int = 0  # validations since the best, for `patience`
+    skipped_updates: int = 0  # updates skipped for a non-finite loss or gradient norm
+    skipped_in_a_row: int = 0
     log_sums: dict[str, float] = field(default_factory=dict)  # summed over ranks since the last log line
     stop: bool = False
 
@@ -97,9 +102,11 @@ class Handover:
 # ---------------------------------------------------------------------------------------------- the loop
 
 def train(cfg: ExperimentConfig, *, model: torch.nn.Module | None = None, vocab=None,
-          data: TrainData | None = None, vocab_files: list[Path] | None = None) -> TrainState:
+          data: TrainData | None = None, vocab_files: list[Path] | None = None,
+          until_stage: str | None = None) -> TrainState:
     """Train per `cfg` (its `stages` in order, when it has them), resuming from `cfg.run_dir`'s last
-    checkpoint when there is one.
+    checkpoint when there is one. `until_stage` (a stage's name or number from 1) stops after that stage:
+    a later call without it resumes into the next one.
 
     `model`, `vocab`, `data` are built from the config when not given (tests pass small ones); `data` only
     without stages, since every stage builds its own.
@@ -116,7 +123,7 @@ def train(cfg: ExperimentConfig, *, model: torch.nn.Module | None = None, vocab=
         if model is None:
             from speechxl.models import build_model
 
-            model = build_model(model_config(cfg), vocab)
+            model = build_model(cfg.model, vocab)
         resume_from = prepare_run_dir(run_dir, cfg, env)
         if resume_from is not None:
             init_weights(model, resume_from)
@@ -130,7 +137,7 @@ def train(cfg: ExperimentConfig, *, model: torch.nn.Module | None = None, vocab=
         if run_log is not None and resume_from is not None:
             run_log.truncate_after(state.num_updates)
 
-        max_update = run_max_update(cfg.train, stages)
+        max_update = run_max_update(cfg.train, stages, until_stage)
         bar = tqdm(total=max_update or None, initial=state.num_updates, disable=not env.is_main,
                    desc="train", unit="upd", dynamic_ncols=True)
         saved_at = validated_at = state.num_updates if resume_from is not None else -1
@@ -143,6 +150,10 @@ def train(cfg: ExperimentConfig, *, model: torch.nn.Module | None = None, vocab=
                 step_start = time.perf_counter()
                 before_update(model, run, state.num_updates)
                 logs = train_step(run.trained, model, micro_batches, run.optimizer, run.scaler, run.train, env)
+                if logs.get("skipped"):
+                    skip_update(state, logs, micro_batches, run, env, run_log)
+                    continue
+                state.skipped_in_a_row = 0
                 state.num_updates += 1
                 lr = run.schedule.step_update(schedule_position(stages, state.num_updates))
                 add_logs(state, logs)
@@ -177,18 +188,12 @@ def train(cfg: ExperimentConfig, *, model: torch.nn.Module | None = None, vocab=
         shutdown(env)
 
 
-def train_from_config(config_path: str, overrides: list[str]) -> TrainState:
+def train_from_config(config_path: str, overrides: list[str], until_stage: str | None = None) -> TrainState:
     """`speechxl train`: load the config (YAML + overrides) and train."""
-    return train(load_config(config_path, overrides))
+    return train(load_config(config_path, overrides), until_stage=until_stage)
 
 
 # ----------------------------------------------------------------------------------------------- set-up
-
-def model_config(cfg: ExperimentConfig) -> dict:
-    """The model section, with the loss settings of the train section the model's forward needs."""
-    return {"label_smoothing": cfg.train.label_smoothing, "ignore_prefix_size": cfg.train.ignore_prefix_size,
-            **cfg.model}
-
 
 def vocab_path(cfg: ExperimentConfig) -> Path:
     return Path(cfg.data.vocab) if cfg.data.vocab else Path(cfg.data.manifest_dir) / ckpt.VOCAB_FILE
@@ -249,10 +254,28 @@ def autocast(cfg: TrainConfig, device: torch.device):
 
 # ----------------------------------------------------------------------------------------------- stages
 
-def run_max_update(cfg: TrainConfig, stages: list[Stage]) -> int:
-    """Updates of the whole run (0: no limit): the stages' total, cut short by train.max_update if lower."""
+def run_max_update(cfg: TrainConfig, stages: list[Stage], until_stage: str | None = None) -> int:
+    """Updates of the whole run (0: no limit): the stages' total, cut short by train.max_update if lower,
+    and by the end of `until_stage` when given."""
     limits = [n for n in (total_updates(stages) if stages else 0, cfg.max_update) if n > 0]
+    if until_stage is not None:
+        limits.append(stage_end(stages, until_stage))
     return min(limits, default=0)
+
+
+def stage_end(stages: list[Stage], ref: str) -> int:
+    """The update at which stage `ref` (its name, or its number from 1) ends; 0 for an open-ended last stage."""
+    names = [stage.name for stage in stages]
+    if ref in names:
+        index = names.index(ref)
+    elif ref.isdigit() and 1 <= int(ref) <= len(stages):
+        index = int(ref) - 1
+    else:
+        known = ", ".join(f"{i} ({n})" for i, n in enumerate(names, 1)) or "none: the config has no stages"
+        raise DataError("--until-stage", f"no stage {ref!r}; stages: {known}")
+    if stages[index].max_update == 0:
+        return 0
+    return stage_starts(stages)[index] + stages[index].max_update
 
 
 def schedule_position(stages: list[Stage], num_updates: int) -> int:
@@ -293,9 +316,10 @@ def enter_stage(cfg: ExperimentConfig, stages: list[Stage], index: int, state: T
     inside = handover.sampler is not None
     if stage is not None:
         stage_model(model, stage, inside, env)
-        if not inside:  # each stage keeps its own best BLEU (stages validate different tasks) and patience
-            state.best_bleu, state.bad_validations = None, 0
+        if not inside:  # each stage keeps its own best (stages validate different tasks) and patience
+            state.best, state.bad_validations = None, 0
     train_cfg = stage_train_config(cfg.train, stage) if stage is not None else cfg.train
+    model.label_smoothing = train_cfg.label_smoothing
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     optimizer = stage_optimizer(model, stage, train_cfg, handover, trainable)
     schedule = InverseSqrtSchedule(optimizer, lr=train_cfg.lr, warmup_updates=train_cfg.warmup_updates,
@@ -341,12 +365,10 @@ def resume(directory: Path, stages: list[Stage], state: TrainState, env: DistEnv
 
 
 def before_update(model: torch.nn.Module, run: StageRun, num_updates: int) -> None:
-    """wav2vec2's freeze phase: a stage's `freeze_acoustic_updates` counts updates within the stage, else the
-    model's own `w2v_freeze_updates` counts updates of the run."""
-    if run.stage is not None and run.stage.freeze_acoustic_updates is not None:
-        apply_acoustic_freeze(model, run.stage, num_updates - run.start)
-    elif hasattr(model, "set_update"):
-        model.set_update(num_updates)
+    """The model's update-dependent behaviour, and the acoustic encoder's freeze phase
+    (`train.freeze_acoustic_updates`, counted within the stage)."""
+    model.set_update(num_updates)
+    apply_acoustic_freeze(model, run.train.freeze_acoustic_updates, num_updates - run.start)
 
 
 # ----------------------------------------------------------------------------------------------- update
@@ -369,10 +391,14 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 def train_step(trained: torch.nn.Module, model: torch.nn.Module, micro_batches: list[dict],
                optimizer: torch.optim.Optimizer, scaler, cfg: TrainConfig, env: DistEnv) -> dict[str, float]:
-    """One update: forward/backward every micro-batch, normalise by the global sample size, clip, step."""
+    """One update: forward/backward every micro-batch, normalise by the global sample size, clip, step.
+
+    A non-finite loss (on any rank) or gradient norm leaves parameters, optimizer and schedule untouched:
+    the logs then say `skipped` and why. (With fp16, an infinite gradient is the GradScaler's to handle.)"""
     model.train()
     logs: dict[str, float] = {}
     sample_size = 0.0
+    finite = True
     for index, batch in enumerate(micro_batches):
         # DDP all-reduces gradients only on the last micro-batch of the update.
         last = index == len(micro_batches) - 1
@@ -383,9 +409,10 @@ def train_step(trained: torch.nn.Module, model: torch.nn.Module, micro_batches: 
             loss = out["loss"]
             (scaler.scale(loss) if scaler is not None else loss).backward()
         sample_size += float(out["sample_size"])
+        finite = finite and math.isfinite(loss.item())
         for key, value in {**out.get("logs", {}), "loss": loss.item(), "sample_size": float(out["sample_size"])}.items():
             logs[key] = logs.get(key, 0.0) + float(value)
-    (total_sample_size,) = all_reduce_sum([sample_size], env)
+    total_sample_size, bad_ranks = all_reduce_sum([sample_size, 0.0 if finite else 1.0], env)
     if scaler is not None:
         scaler.unscale_(optimizer)
     # DDP averaged the gradients over ranks; undo that and divide by the global sample size instead.
@@ -393,6 +420,11 @@ def train_step(trained: torch.nn.Module, model: torch.nn.Module, micro_batches: 
     params = [p for p in model.parameters() if p.grad is not None]
     torch._foreach_mul_([p.grad for p in params], scale)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+    reason = ("non-finite loss" if bad_ranks else
+              "non-finite gradient norm" if scaler is None and not math.isfinite(float(grad_norm)) else None)
+    if reason is not None:
+        optimizer.zero_grad(set_to_none=True)
+        return {"skipped": 1.0, "reason": reason}
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -402,6 +434,25 @@ def train_step(trained: torch.nn.Module, model: torch.nn.Module, micro_batches: 
     logs["gnorm_sum"] = float(grad_norm) / env.world_size  # summed over ranks -> the (shared) norm
     logs["updates"] = 1.0 / env.world_size
     return logs
+
+
+def skip_update(state: TrainState, logs: dict, micro_batches: list[dict], run: StageRun, env: DistEnv,
+                run_log: RunLog | None) -> None:
+    """Count and log an update skipped for a non-finite loss or gradient; too many in a row stop the run."""
+    state.skipped_updates += 1
+    state.skipped_in_a_row += 1
+    ids = [utterance for batch in micro_batches for utterance in batch["ids"]]
+    if env.is_main:
+        tqdm.write(f"update {state.num_updates + 1} skipped: {logs['reason']} (this rank's utterances: "
+                   f"{', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})")
+    if run_log is not None:
+        run_log.write({"type": "skipped", "update": state.num_updates, "reason": logs["reason"], "ids": ids,
+                       "skipped_updates": state.skipped_updates, **run.log_tags})
+    if state.skipped_in_a_row >= run.train.max_bad_updates:
+        raise TrainingError(f"stopping: {state.skipped_in_a_row} updates in a row were skipped for a non-finite "
+                           f"loss or gradient norm (train.max_bad_updates={run.train.max_bad_updates}; last: "
+                           f"{logs['reason']}, utterances {', '.join(ids[:10])}); lower train.lr, check these "
+                           f"utterances, or train in bf16 rather than fp16")
 
 
 def finished(state: TrainState, max_update: int, max_epoch: int) -> bool:
@@ -438,7 +489,7 @@ def write_train_log(run_log: RunLog | None, state: TrainState, lr: float, env: D
         return
     updates = max(sums.pop("updates", 1.0), 1e-9)
     record = {"type": "train", "update": state.num_updates, "epoch": state.epoch, **tags, **summarize(sums),
-              "gnorm": sums.get("gnorm_sum", 0.0) / updates, "lr": lr}
+              "gnorm": sums.get("gnorm_sum", 0.0) / updates, "lr": lr, "time": round(time.time(), 1)}
     run_log.write(record)
 
 
@@ -446,56 +497,83 @@ def write_train_log(run_log: RunLog | None, state: TrainState, lr: float, env: D
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, data: TrainData, vocab, cfg: TrainConfig, device: torch.device,
-             bleu_task: str | None) -> dict:
-    """Validation loss over the whole valid split, and BLEU of `valid_beam` search on up to
-    `valid_max_sentences` of its `bleu_task` batches (references: the decoded targets)."""
-    from speechxl.eval.bleu import bleu
-    from speechxl.inference.search import beam_search
-
+             tasks: list[str]) -> dict:
+    """Validation loss over the whole valid split, and the metrics of `valid_beam` search (the one decode path)
+    on up to `valid_max_sentences` of the decoded task's batches (speechxl.tasks.decoded_task; references:
+    the batches' own token sequences)."""
     model.eval()
+    task = decoded_task(tasks)
     sums: dict[str, float] = {}
-    hyps: list[str] = []
-    refs: list[str] = []
+    hyps: dict[str, list[str]] = {}
+    refs: dict[str, list[str]] = {}
+    decoded = 0
     for batch in data.valid_batches():
         batch = to_device(batch, device)
         out = model(batch)
         for key, value in {**out.get("logs", {}), "loss": out["loss"].item(),
                            "sample_size": float(out["sample_size"])}.items():
             sums[key] = sums.get(key, 0.0) + float(value)
-        if batch["task"] != bleu_task or (cfg.valid_max_sentences and len(refs) >= cfg.valid_max_sentences):
+        if task is None or batch["task"] != task.name or (cfg.valid_max_sentences and
+                                                         decoded >= cfg.valid_max_sentences):
             continue
-        targets = batch["target"]
-        prefix = targets[:, : cfg.ignore_prefix_size] if cfg.ignore_prefix_size > 0 else None
         # Cap the search length from the references: validation only ranks checkpoints, and an
         # untrained model would otherwise run to the search's default limit.
-        max_len = int(batch["target_lengths"].max()) * 2 + 10
-        for hypotheses, target in zip(beam_search(model, batch, beam=cfg.valid_beam, max_len_a=0.0,
-                                                  max_len_b=max_len, prefix=prefix), targets.tolist()):
-            hyps.append(vocab.decode(hypotheses[0].tokens))
-            refs.append(vocab.decode(target))
+        max_len = int(batch[f"{task.decoder_target}_lengths"].max()) * 2 + 10
+        options = DecodeOptions(beam=cfg.valid_beam, max_len_a=0.0, max_len_b=max_len)
+        outputs = decode_batch(model, batch, vocab, task, options)
+        for name, lines in batch_references(batch, vocab, outputs[0]).items():
+            refs.setdefault(name, []).extend(lines)
+            hyps.setdefault(name, []).extend(texts[name] for texts in outputs)
+        decoded += len(outputs)
     metrics = {"type": "valid", **summarize(sums)}
+    for name in refs:
+        scores = score_output(name, hyps[name], refs[name])
+        prefix = "" if name == task.output else f"{name}_"
+        metrics.update({f"{prefix}{key}": scores[key] for key in ("bleu", "chrf", "wer") if key in scores})
+        if "signature" in scores:
+            metrics[f"{prefix}bleu_signature"] = scores["signature"]
     if refs:
-        scores = bleu(hyps, refs)
-        metrics.update(bleu=scores["bleu"], bleu_signature=scores["signature"], bleu_sentences=len(refs))
+        metrics["decoded_sentences"] = decoded
     return metrics
+
+
+# Figures where lower is better; every other known figure (bleu, chrf, accuracy) is better higher.
+_LOWER_IS_BETTER = ("loss", "wer", "ppl")
+
+
+def best_metric(cfg: TrainConfig, metrics: dict, tasks: list[str]) -> tuple[str, bool]:
+    """(name, higher_is_better) of the figure that ranks checkpoints: train.best_metric, or for `auto` the
+    decoded task's first metric (bleu; wer for ASR), else the validation loss."""
+    name = cfg.best_metric
+    if name == "auto":
+        task = decoded_task(tasks)
+        name = task.metrics[0] if task is not None and task.metrics[0] in metrics else "loss"
+    if name not in metrics:
+        figures = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise DataError("train.best_metric", f"{name!r} is not a figure of this validation; figures: "
+                                             f"{', '.join(figures)}")
+    return name, not any(name == low or name.endswith(f"_{low}") for low in _LOWER_IS_BETTER)
 
 
 def validate_and_track(model: torch.nn.Module, run: StageRun, vocab, state: TrainState, env: DistEnv,
                        run_log: RunLog | None) -> dict:
-    """Validate on the main rank (the others wait), track the best BLEU and patience on every rank."""
+    """Validate on the main rank (the others wait), track the best `train.best_metric` and patience on every
+    rank."""
     cfg = run.train
-    metrics = (validate(model, run.data, vocab, cfg, env.device, bleu_task(run.tasks)) if env.is_main else None)
+    metrics = validate(model, run.data, vocab, cfg, env.device, run.tasks) if env.is_main else None
     metrics = broadcast_from_main(metrics, env)
-    bleu_score = metrics.get("bleu")
-    metrics["improved"] = bleu_score is not None and (state.best_bleu is None or bleu_score > state.best_bleu)
+    name, higher = best_metric(cfg, metrics, run.tasks)
+    value = float(metrics[name])
+    metrics["improved"] = state.best is None or (value > state.best if higher else value < state.best)
+    metrics["best_metric"] = {"name": name, "higher_is_better": higher}
     if metrics["improved"]:
-        state.best_bleu, state.bad_validations = bleu_score, 0
-    elif bleu_score is not None:
+        state.best, state.bad_validations = value, 0
+    else:
         state.bad_validations += 1
         state.stop = cfg.patience > 0 and state.bad_validations >= cfg.patience
     if run_log is not None:
-        run_log.write({**metrics, "update": state.num_updates, "epoch": state.epoch, **run.log_tags,
-                       "best_bleu": state.best_bleu})
+        run_log.write({**{k: v for k, v in metrics.items() if k != "improved"}, "update": state.num_updates,
+                       "epoch": state.epoch, "time": round(time.time(), 1), **run.log_tags, "best": state.best})
     return metrics
 
 
@@ -527,36 +605,48 @@ def trainer_state(state: TrainState, run: StageRun, env: DistEnv) -> dict | None
     if not env.is_main:
         return None
     return {"num_updates": state.num_updates, "epoch": state.epoch, "sampler": run.data.state_dict(),
-            "best_bleu": state.best_bleu, "bad_validations": state.bad_validations, "log_sums": log_sums,
+            "best": state.best, "bad_validations": state.bad_validations, "log_sums": log_sums,
+            "skipped_updates": state.skipped_updates,
             "optimizer": run.optimizer.state_dict(),
             "scaler": run.scaler.state_dict() if run.scaler is not None else None,
             "rng": rng, "world_size": env.world_size, "stage": run.index, "trainable": run.trainable}
 
 
 def checkpoint_config(model: torch.nn.Module, cfg: ExperimentConfig) -> dict:
-    """The config saved in a checkpoint; a model with `checkpoint_config()` writes its own model section, one
-    that rebuilds it without outside files (XSTNet: the wav2vec2 config instead of `w2v_path`)."""
+    """The config saved in a checkpoint, its model section written by the model itself: one that rebuilds it
+    without outside files (XSTNet: the wav2vec2 config instead of `w2v_path`)."""
     config = config_to_dict(cfg)
-    if hasattr(model, "checkpoint_config"):
-        config["model"] = model.checkpoint_config()
+    config["model"] = model.checkpoint_config()
     return config
 
 
 def save(run_dir: Path, model: torch.nn.Module, cfg: ExperimentConfig, vocab_files: list[Path] | None,
          run: StageRun, state: TrainState, metrics: dict | None, env: DistEnv) -> None:
-    """Write checkpoints/ckpt-<update>, point `last` (and `best` on a better BLEU) at it, prune old ones."""
+    """Write checkpoints/ckpt-<update>, point `last` (and `best` on a better best_metric) at it, prune old ones.
+
+    A save that fails (disk full, permissions) leaves the previous checkpoints and links as they were and
+    stops the run (every rank) with an error naming the path."""
     resumable = trainer_state(state, run, env)
+    failure = None
     if env.is_main:
         directory = run_dir / ckpt.CHECKPOINTS / f"ckpt-{state.num_updates}"
-        if not directory.exists():  # the final save can coincide with a periodic one
-            kept_metrics = {k: v for k, v in (metrics or {}).items() if k not in ("type", "improved")}
-            ckpt.write_checkpoint(directory, model_state=model.state_dict(), config=checkpoint_config(model, cfg),
-                                  vocab_files=list(vocab_files or []), trainer_state=resumable,
-                                  metrics={"update": state.num_updates, **run.log_tags, **kept_metrics})
-        ckpt.point_link(run_dir, "last", directory)
-        if metrics is not None and metrics.get("improved"):
-            ckpt.point_link(run_dir, "best", directory)
-        ckpt.prune_checkpoints(run_dir, keep_last=cfg.train.keep_last, keep_best=cfg.train.keep_best)
+        try:
+            if not directory.exists():  # the final save can coincide with a periodic one
+                kept_metrics = {k: v for k, v in (metrics or {}).items() if k not in ("type", "improved")}
+                ckpt.write_checkpoint(directory, model_state=model.state_dict(),
+                                      config=checkpoint_config(model, cfg), vocab_files=list(vocab_files or []),
+                                      trainer_state=resumable,
+                                      metrics={"update": state.num_updates, **run.log_tags, **kept_metrics})
+            ckpt.point_link(run_dir, "last", directory)
+            if metrics is not None and metrics.get("improved"):
+                ckpt.point_link(run_dir, "best", directory)
+            ckpt.prune_checkpoints(run_dir, keep_last=run.train.keep_last, keep_best=run.train.keep_best)
+        except (OSError, CheckpointError) as err:
+            failure = str(err) if isinstance(err, CheckpointError) else f"{directory}: cannot save ({err})"
+    failure = broadcast_from_main(failure, env)
+    if failure is not None:
+        raise CheckpointError(f"{failure}; training stopped, the previous checkpoint and the last/best links "
+                              "are unchanged")
     barrier(env)
 
 
@@ -565,7 +655,7 @@ def load_resume_state(directory: Path, env: DistEnv) -> dict:
     saved = ckpt.load_trainer_state(directory)
     if saved["world_size"] != env.world_size:
         # The sampler position and the per-rank RNG states are per process.
-        raise ckpt.CheckpointError(f"{directory}: saved by {saved['world_size']} processes, resumed with "
+        raise CheckpointError(f"{directory}: saved by {saved['world_size']} processes, resumed with "
                                    f"{env.world_size}; exact resume needs the same number")
     return saved
 
@@ -573,5 +663,6 @@ def load_resume_state(directory: Path, env: DistEnv) -> dict:
 def restore_progress(saved: dict, state: TrainState, env: DistEnv) -> None:
     """The counters of trainer.pt into `state` (the optimizer, scaler and data position go to enter_stage)."""
     state.num_updates, state.epoch = saved["num_updates"], saved["epoch"]
-    state.best_bleu, state.bad_validations = saved["best_bleu"], saved["bad_validations"]
+    state.best, state.bad_validations = saved["best"], saved["bad_validations"]
+    state.skipped_updates = saved.get("skipped_updates", 0)
     state.log_sums = dict(saved["log_sums"]) if env.is_main else {}

@@ -32,7 +32,7 @@ from speechxl.data.audio import load_audio
 from speechxl.data.manifest import read_manifest
 from speechxl.errors import CheckpointError, DataError
 from speechxl.modules.wav2vec2 import GradMultiply, conv_output_lengths, normalize_waveform, wav2vec2_config
-from speechxl.train.checkpoint import (
+from speechxl.checkpoint import (
     CHECKPOINTS, TMP_PREFIX, TRAINER_FILE, clean_incomplete, latest_checkpoint, load_trainer_state, point_link,
     prune_checkpoints,
 )

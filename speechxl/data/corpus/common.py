@@ -1,5 +1,5 @@
-"""What every corpus preparer does once it has read its corpus: 16 kHz conversion, text checks, length and
-empty-text filters, external MT text, the joint vocabulary, the manifests and the prep report."""
+"""What every corpus preparer does once it has read its corpus: 16 kHz conversion, text checks, length,
+empty-text and excluded-text filters, external MT text, the joint vocabulary, the manifests and the prep report."""
 from __future__ import annotations
 
 import hashlib
@@ -8,13 +8,13 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from speechxl.data.manifest import SAMPLE_RATE, atomic_output, write_manifest
+from speechxl.data.manifest import SAMPLE_RATE, atomic_output, read_manifest, write_manifest
 from speechxl.data.vocab import Vocab, train_vocab
 from speechxl.errors import DataError
 
@@ -23,6 +23,7 @@ SPM_PREFIX = "spm"
 # Evaluation splits keep long utterances: dropping them would change the reference set that published
 # BLEU scores are computed on (fairseq also applies its length cap to train only).
 MAX_LENGTH_SPLITS = {"train"}
+EXCLUDED_TEXT = "excluded_text"  # the report's reason for a row dropped by --exclude-text
 _BLOCK = 1 << 16
 
 
@@ -55,6 +56,7 @@ class PrepReport:
     root: str
     src_lang: str
     tgt_lang: str
+    corpus_version: str = "unknown"  # MuST-C v1 and v2 have different references: never mix their scores
     kept: Counter = field(default_factory=Counter)
     skipped: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -72,8 +74,23 @@ class PrepReport:
             reasons = Counter(s["reason"] for s in self.skipped if s["split"] == split)
             by_split[split] = {"kept": self.kept[split], "skipped": sum(reasons.values()),
                                "skipped_by_reason": dict(sorted(reasons.items()))}
-        return {"corpus": self.corpus, "root": self.root, "src_lang": self.src_lang, "tgt_lang": self.tgt_lang,
+        return {"corpus": self.corpus, "corpus_version": self.corpus_version, "root": self.root,
+                "src_lang": self.src_lang, "tgt_lang": self.tgt_lang,
                 "splits": by_split, **self.extra, "notes": self.notes, "skipped": self.skipped}
+
+
+def corpus_identity(root: Path, corpus: str, version: str) -> tuple[str, str]:
+    """(corpus, version) that `translate` records beside each score: SynthST (found by the `synth_info.json`
+    that `speechxl synth` writes) is its own corpus, versioned by its seed; else what the caller says."""
+    for directory in (root, root.parent):
+        info_path = directory / "synth_info.json"
+        if info_path.is_file():
+            try:
+                info = json.loads(info_path.read_text(encoding="utf-8"))
+            except ValueError as err:
+                raise DataError(info_path, f"malformed JSON ({err})") from err
+            return "synthst", f"seed{info.get('seed', '?')}"
+    return corpus, version
 
 
 def convert_to_16k_mono(src: Path, dst: Path) -> int:
@@ -136,15 +153,38 @@ def read_text_lines(path: Path) -> list[str]:
         raise DataError(path, f"not UTF-8 ({err.reason} at byte {err.start})") from err
 
 
+def read_excluded_texts(manifests: Sequence[str | os.PathLike], report: PrepReport) -> dict[str, str]:
+    """`--exclude-text`: source text -> the manifest it was found in, read before any audio work so that a
+    wrong path fails at once."""
+    excluded: dict[str, str] = {}
+    for path in manifests:
+        if not Path(path).is_file():
+            raise DataError(path, "manifest not found (--exclude-text takes manifest TSVs, e.g. OUT/dev.tsv)")
+        rows = read_manifest(path)
+        # A plain fairseq manifest has no src_text column (read as ""): excluding by it would silently drop nothing.
+        if rows and not any(row["src_text"] for row in rows):
+            raise DataError(path, "no row has a src_text: cannot exclude utterances by their source text")
+        for row in rows:
+            if row["src_text"]:
+                excluded.setdefault(row["src_text"], str(path))
+    if manifests:
+        report.extra["exclude_text"] = {"manifests": [str(p) for p in manifests], "sentences": len(excluded)}
+    return excluded
+
+
 def filter_split(split: str, utterances: Iterable[Utterance], report: PrepReport, min_seconds: float,
-                 max_seconds: float) -> list[Utterance]:
-    """Drop (and report) empty texts and too short / too long audio; count what is kept."""
+                 max_seconds: float, excluded: Mapping[str, str] | None = None) -> list[Utterance]:
+    """Drop (and report) empty texts, excluded source texts and too short / too long audio; count what is kept."""
+    excluded = excluded or {}
     kept = []
     for u in utterances:
         seconds = u.n_frames / SAMPLE_RATE
         if not u.src_text or not u.tgt_text:
             side = "transcript" if not u.src_text else "translation"
             report.skip(split, "empty_text", f"empty {side}", u.id, u.file, u.line)
+        elif u.src_text in excluded:
+            report.skip(split, EXCLUDED_TEXT, f"source text in an excluded manifest: {excluded[u.src_text]}", u.id,
+                        u.file, u.line)
         elif u.audio and seconds < min_seconds:
             report.skip(split, "too_short", f"{seconds:.3f} s < {min_seconds} s", u.id, u.file, u.line)
         elif u.audio and split in MAX_LENGTH_SPLITS and seconds > max_seconds:
@@ -157,20 +197,23 @@ def filter_split(split: str, utterances: Iterable[Utterance], report: PrepReport
 
 def finish(out: str | os.PathLike, report: PrepReport, splits: dict[str, list[Utterance]],
            ext_mt: list[Utterance] | None, langs: Sequence[str], vocab_size: int, min_seconds: float,
-           max_seconds: float) -> dict:
-    """Filter, write `<split>.tsv` (+ `ext_mt.tsv`), train the vocabulary, write and print the report."""
+           max_seconds: float, excluded: Mapping[str, str] | None = None) -> dict:
+    """Filter, write `<split>.tsv` (+ `ext_mt.tsv`), train the vocabulary, write and print the report.
+
+    `excluded` (from `read_excluded_texts`) drops rows of every split, external MT included, by source text."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report.extra["filters"] = {"min_seconds": min_seconds, "max_seconds": max_seconds,
                                "max_seconds_applies_to": sorted(MAX_LENGTH_SPLITS)}
     names = list(splits)
-    kept = {name: filter_split(name, rows, report, min_seconds, max_seconds) for name, rows in splits.items()}
+    kept = {name: filter_split(name, rows, report, min_seconds, max_seconds, excluded)
+            for name, rows in splits.items()}
     for name, rows in kept.items():
         write_manifest(out / f"{name}.tsv", (u.manifest_row() for u in rows))
     texts = [t for u in kept.get("train", []) for t in (u.src_text, u.tgt_text)]
     if ext_mt is not None:
         names.append("ext_mt")
-        ext_kept = filter_split("ext_mt", ext_mt, report, min_seconds, max_seconds)
+        ext_kept = filter_split("ext_mt", ext_mt, report, min_seconds, max_seconds, excluded)
         write_manifest(out / "ext_mt.tsv", (u.manifest_row() for u in ext_kept))
         texts += [t for u in ext_kept for t in (u.src_text, u.tgt_text)]
     if not texts:

@@ -11,11 +11,13 @@ import csv
 import os
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Sequence
 
 import soundfile as sf
 from tqdm import tqdm
 
-from speechxl.data.corpus.common import PrepReport, Utterance, check_text, convert_to_16k_mono, finish, read_ext_mt
+from speechxl.data.corpus.common import (PrepReport, Utterance, check_text, convert_to_16k_mono, corpus_identity,
+                                         finish, read_excluded_texts, read_ext_mt)
 from speechxl.errors import DataError
 
 SPLITS = {"train": "train", "train_covost": "train", "dev": "dev", "test": "test"}
@@ -24,16 +26,19 @@ CONVERTED_DIR = "clips16k"
 
 def prepare_covost2(root: str | os.PathLike, src: str, tgt: str, out: str | os.PathLike, vocab_size: int = 8000,
                     ext_mt: str | os.PathLike | None = None, min_seconds: float = 0.1, max_seconds: float = 30.0,
-                    jobs: int = 2) -> dict:
+                    jobs: int = 2, exclude_text: Sequence[str | os.PathLike] = ()) -> dict:
     """Write `<out>/{train,dev,test}.tsv`, `spm.model`, `prep_report.json`; return the report.
 
-    `root` is the directory holding `<src>/`, or the `<src>` directory itself.
+    `root` is the directory holding `<src>/`, or the `<src>` directory itself. Rows whose source text appears
+    in one of the `exclude_text` manifests are dropped (and reported).
     """
     lang_dir = _language_dir(Path(root), src)
     covost_tsv = lang_dir / f"covost_v2.{src}_{tgt}.tsv"
     validated = {row["path"]: (line, row) for line, row in
                  read_tsv(lang_dir / "validated.tsv", ["path", "sentence", "client_id"])}
-    report = PrepReport("covost2", str(lang_dir.resolve()), src, tgt)
+    corpus, version = corpus_identity(Path(lang_dir).resolve().parent, "covost2", "2")
+    report = PrepReport(corpus, str(lang_dir.resolve()), src, tgt, corpus_version=version)
+    excluded = read_excluded_texts(exclude_text, report)
     wanted = _select_rows(covost_tsv, validated, report)
     out = Path(out)
     results = _convert_clips(lang_dir / "clips", out, [row["path"] for _, _, row in wanted], jobs)
@@ -54,7 +59,7 @@ def prepare_covost2(root: str | os.PathLike, src: str, tgt: str, out: str | os.P
     report.extra["audio"] = {"converted_to_16k_mono": sum(1 for _, p in results if p is None),
                              "converted_dir": CONVERTED_DIR}
     ext = read_ext_mt(ext_mt, src, tgt, report) if ext_mt is not None else None
-    return finish(out, report, splits, ext, [src, tgt], vocab_size, min_seconds, max_seconds)
+    return finish(out, report, splits, ext, [src, tgt], vocab_size, min_seconds, max_seconds, excluded)
 
 
 def _language_dir(root: Path, src: str) -> Path:

@@ -10,13 +10,14 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import soundfile as sf
 import yaml
 from tqdm import tqdm
 
-from speechxl.data.corpus.common import (PrepReport, Utterance, check_text, convert_to_16k_mono, finish,
-                                         read_ext_mt, read_text_lines)
+from speechxl.data.corpus.common import (PrepReport, Utterance, check_text, convert_to_16k_mono, corpus_identity,
+                                         finish, read_excluded_texts, read_ext_mt, read_text_lines)
 from speechxl.data.manifest import SAMPLE_RATE
 from speechxl.errors import DataError
 
@@ -37,20 +38,25 @@ _FLOW_LINE = re.compile(r"^- \{([^'\"\[\]{}#&*!|>%@`]*)\}\s*$")
 
 def prepare_mustc(root: str | os.PathLike, lang: str, out: str | os.PathLike, vocab_size: int = 8000,
                   ext_mt: str | os.PathLike | None = None, min_seconds: float = 0.1,
-                  max_seconds: float = 30.0) -> dict:
-    """Write `<out>/{train,dev,tst-COMMON[,tst-HE]}.tsv`, `spm.model`, `prep_report.json`; return the report."""
+                  max_seconds: float = 30.0, exclude_text: Sequence[str | os.PathLike] = (),
+                  corpus_version: str = "unknown") -> dict:
+    """Write `<out>/{train,dev,tst-COMMON[,tst-HE]}.tsv`, `spm.model`, `prep_report.json`; return the report.
+
+    Rows whose source text appears in one of the `exclude_text` manifests are dropped (and reported)."""
     data = Path(root) / f"en-{lang}" / "data"
     if not data.is_dir():
         raise DataError(data, f"not found: expected the MuST-C layout ROOT/en-{lang}/data/<split>/")
     names = REQUIRED_SPLITS + [s for s in OPTIONAL_SPLITS if (data / s).is_dir()]
-    report = PrepReport("mustc", str(Path(root).resolve()), "en", lang)
+    corpus, version = corpus_identity(Path(root).resolve(), "mustc", corpus_version)
+    report = PrepReport(corpus, str(Path(root).resolve()), "en", lang, corpus_version=version)
+    excluded = read_excluded_texts(exclude_text, report)
     converted: list[str] = []
     trimmed: Counter = Counter()
     splits = {name: _read_split(data / name, name, lang, Path(out), report, converted, trimmed) for name in names}
     report.extra["audio"] = {"converted_to_16k_mono": len(converted), "converted_dir": CONVERTED_DIR,
                              "converted_talks": converted, "trimmed_to_talk_end": dict(trimmed)}
     ext = read_ext_mt(ext_mt, "en", lang, report) if ext_mt is not None else None
-    return finish(out, report, splits, ext, ["en", lang], vocab_size, min_seconds, max_seconds)
+    return finish(out, report, splits, ext, ["en", lang], vocab_size, min_seconds, max_seconds, excluded)
 
 
 def _read_split(split_dir: Path, split: str, lang: str, out: Path, report: PrepReport, converted: list[str],
