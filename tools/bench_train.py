@@ -38,6 +38,7 @@ def models(size: str, vocab: int, device: str, seed: int = 0):
     config.pop("arch")
     ours = S2TTransformer(S2TConfig.from_dict(config), vocab, PAD, EOS)
     ours.load_state_dict(convert_state_dict(hf.state_dict()))
+    ours.label_smoothing = 0.1  # as the HF step's loss below (the trainer sets it from train.label_smoothing)
     return ours.to(device), hf.to(device)
 
 
