@@ -107,3 +107,43 @@ def test_bad_inputs_are_reported(tmp_path):
     state["lm_head.weight"] = state["lm_head.weight"] + 1
     with pytest.raises(CheckpointError, match="tied"):
         convert_state_dict(state)
+
+
+def test_a_tagless_bilingual_model_translates_audio_files_and_manifests(tmp_path):
+    """fairseq's bilingual MuST-C models have no language tags: the converted checkpoint says it forces none,
+    and `translate` works on it unchanged, from audio files and from a manifest, without a forced tag."""
+    import soundfile as sf
+
+    from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
+    from speechxl.data.manifest import write_manifest
+
+    CONFIGS["fbank80"] = dict(CONFIGS["relu-2enc-1dec"], input_feat_per_channel=80)
+    try:
+        _, pieces = write_hf_checkpoint(tmp_path / "hf", "fbank80")
+    finally:
+        del CONFIGS["fbank80"]
+    assert not any(p.startswith("<lang:") or p in ("<de>", "<en>") for p in pieces)
+    main(["convert", "hf-speech2text", str(tmp_path / "hf"), str(tmp_path / "ours")])
+    model, vocab, config = load_model(tmp_path / "ours")
+    assert config["data"]["prepend_lang_tag"] is False
+    wavs = []
+    for i, seconds in enumerate((0.6, 0.9)):
+        wavs.append(tmp_path / f"a{i}.wav")
+        sf.write(wavs[-1], 0.1 * torch.randn(int(16000 * seconds), generator=torch.Generator().manual_seed(i)).numpy(),
+                 16000)
+    main(["translate", "--checkpoint", str(tmp_path / "ours"), "--audio", *map(str, wavs), "--out",
+          str(tmp_path / "audio"), "--max-len-b", "10"])
+    rows = [dict(id=f"u{i}", audio=str(w), n_frames=str(sf.info(w).frames), tgt_text="das ist gut", speaker="s",
+                 src_text="this is good", src_lang="en", tgt_lang="de") for i, w in enumerate(wavs)]
+    write_manifest(tmp_path / "test.tsv", rows)
+    main(["translate", "--checkpoint", str(tmp_path / "ours"), "--manifest", str(tmp_path / "test.tsv"), "--out",
+          str(tmp_path / "manifest"), "--max-len-b", "10"])
+    from_audio = (tmp_path / "audio" / "hyp.txt").read_text().splitlines()
+    assert from_audio == (tmp_path / "manifest" / "hyp.txt").read_text().splitlines() and len(from_audio) == 2
+    # what beam search gives each utterance alone with no prefix forced
+    dataset = SpeechTextDataset(rows, "st", vocab, features=FeatureConfig(), prepend_lang_tag=False, decoding=True)
+    for i in range(2):
+        batch = dataset.collate([dataset[i]])
+        assert batch["prefix"] is None
+        best = beam_search(model, batch, beam=5, max_len_b=10)[0][0]
+        assert from_audio[i] == vocab.decode(best.tokens)

@@ -1,5 +1,5 @@
 """The MuST-C and CoVoST 2 XSTNet recipes, run as a user runs them (bash, `speechxl` commands) on the SynthST
-fixtures with the tiny config, and their paper configs checked against METHODS.md."""
+fixtures with the tiny config, and their paper configs checked against docs/methods.md."""
 from __future__ import annotations
 
 import json
@@ -126,7 +126,7 @@ def test_bad_flags_are_clear_errors(corpus, args, message):
 
 @pytest.mark.parametrize("corpus", ["mustc", "covost2"])
 def test_paper_configs(corpus):
-    """base and expand carry METHODS.md's XSTNet hyper-parameters; expand keeps external MT at 0.25."""
+    """base and expand carry docs/methods.md's XSTNet hyper-parameters; expand keeps external MT at 0.25."""
     for variant in ("base", "expand"):
         path = RECIPES / corpus / "conf" / f"xstnet_{variant}.yaml"
         cfg = load_config(path)

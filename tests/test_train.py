@@ -15,6 +15,7 @@ from tiny_run import make_corpus, tiny_config, write_config
 from speechxl.config import config_from_dict, config_to_dict, load_config
 from speechxl.data.batching import SpeechTextDataset, collate
 from speechxl.data.vocab import Vocab
+from speechxl.errors import CheckpointError, DataError, TrainingError
 from speechxl.models import build_model
 from speechxl import checkpoint as ckpt
 from speechxl.train.distributed import DistEnv
@@ -132,3 +133,98 @@ def test_sigkill_then_resume_logs_the_same_losses(tmp_path, corpus):
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(ckpt.TMP_PREFIX)]
     assert _records(run) == _records(tmp_path / "ref")
     assert [r["update"] for r in read_log(run) if r["type"] == "train"] == list(range(1, 10))
+
+
+def test_best_metric_picks_the_best_checkpoint_by_its_direction(tmp_path, corpus):
+    """train.best_metric=loss (lower is better): `best` follows the lowest validation loss, not BLEU."""
+    cfg = config_from_dict(tiny_config(corpus, tmp_path / "run", max_update=12, validate_every=3, save_every=0,
+                                       keep_last=0, lr=3e-3, best_metric="loss"))
+    train(cfg)
+    valid = [r for r in read_log(tmp_path / "run") if r["type"] == "valid"]
+    best = min(valid, key=lambda r: r["loss"])
+    assert os.readlink(tmp_path / "run" / "checkpoints" / "best") == f"ckpt-{best['update']}"
+    assert all(r["best_metric"] == {"name": "loss", "higher_is_better": False} for r in valid)
+    assert ckpt.select_around_best(tmp_path / "run", 1)[0].name == f"ckpt-{best['update']}"
+    with pytest.raises(DataError, match="train.best_metric: 'accuracy' is not a figure of this validation; "
+                                        "figures: .*bleu.*loss"):
+        train(config_from_dict(tiny_config(corpus, tmp_path / "other", max_update=2, validate_every=1,
+                                           best_metric="accuracy")))
+
+
+def nan_on(model, calls: set[int]):
+    """Make the model's training forward return a NaN loss on the given (1-based) calls."""
+    forward, count = model.forward, [0]
+
+    def patched(batch):
+        out = forward(batch)
+        if model.training:
+            count[0] += 1
+            if count[0] in calls:
+                out["loss"] = out["loss"] * float("nan")
+        return out
+
+    model.forward = patched
+    return model
+
+
+def test_a_non_finite_loss_skips_the_update_and_leaves_everything_untouched(corpus):
+    vocab = Vocab.load(corpus / "spm.model")
+    dataset = SpeechTextDataset.from_manifest(corpus / "train.tsv", "st", vocab)
+    batch = collate([dataset[i] for i in range(3)], "st", vocab.pad, vocab.eos)
+    cfg = config_from_dict(tiny_config(corpus, "unused")).train
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    model = nan_on(build_model(config_from_dict(tiny_config(corpus, "x")).model, vocab), {2})
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    assert "skipped" not in train_step(model, model, [batch], optimizer, None, cfg, env)  # a real update
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = {k: v.clone() for k, v in optimizer.state_dict()["state"][0].items()}
+    logs = train_step(model, model, [batch], optimizer, None, cfg, env)  # the NaN
+    assert logs == {"skipped": 1.0, "reason": "non-finite loss"}
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(moments[k], v) for k, v in optimizer.state_dict()["state"][0].items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_non_finite_updates_are_logged_with_their_utterances_and_a_run_of_them_stops(tmp_path, corpus):
+    vocab = Vocab.load(corpus / "spm.model")
+    config = tiny_config(corpus, tmp_path / "run", max_update=6, validate_every=0, save_every=0)
+    model = nan_on(build_model(config["model"], vocab), {3})
+    state = train(config_from_dict(config), model=model, vocab=vocab, vocab_files=[corpus / "spm.model"])
+    assert (state.num_updates, state.skipped_updates) == (6, 1)
+    records = read_log(tmp_path / "run")
+    (skipped,) = [r for r in records if r["type"] == "skipped"]
+    assert skipped["update"] == 2 and skipped["reason"] == "non-finite loss" and skipped["ids"]
+    assert all(i.startswith("train") for i in skipped["ids"])
+    assert [r["update"] for r in records if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
+
+    config = tiny_config(corpus, tmp_path / "run2", max_update=20, validate_every=0, save_every=0,
+                         max_bad_updates=3)
+    model = nan_on(build_model(config["model"], vocab), {2, 3, 4, 5})
+    with pytest.raises(TrainingError, match=r"3 updates in a row were skipped .*\(train.max_bad_updates=3"):
+        train(config_from_dict(config), model=model, vocab=vocab, vocab_files=[corpus / "spm.model"])
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint_and_links(tmp_path, corpus, monkeypatch):
+    """Disk full while writing ckpt-4: the run stops with an error naming it; ckpt-2 and `last` stay intact,
+    nothing half-written is left, and the run resumes from ckpt-2."""
+    import errno
+
+    real_save, calls = ckpt.save_weights, [0]
+
+    def disk_full_on_second_save(state, path):
+        calls[0] += 1
+        if calls[0] == 2:
+            path.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(state, path)
+
+    monkeypatch.setattr(ckpt, "save_weights", disk_full_on_second_save)
+    config = tiny_config(corpus, tmp_path / "run", max_update=6, validate_every=0, save_every=2)
+    with pytest.raises(CheckpointError, match=r"ckpt-4: cannot save .*No space left on device.*previous checkpoint"):
+        train(config_from_dict(config))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["ckpt-2", "last"]
+    assert os.readlink(checkpoints / "last") == "ckpt-2"
+    monkeypatch.setattr(ckpt, "save_weights", real_save)
+    state = train(config_from_dict(config))  # resumes from ckpt-2
+    assert state.num_updates == 6 and os.readlink(checkpoints / "last") == "ckpt-6"

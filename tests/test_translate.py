@@ -65,3 +65,31 @@ def test_translate_unreadable_audio_names_the_file(tmp_path, trained):
     bad.write_bytes(b"RIFF not really a wave file")
     with pytest.raises(SystemExit, match="broken.wav"):
         main(["translate", "--checkpoint", str(checkpoint), "--audio", str(bad), "--out", str(tmp_path / "o")])
+
+
+def test_every_input_gets_its_line_and_failures_are_named(tmp_path, trained, capsys):
+    """One output line per input in input order; an input that cannot be translated gets an empty line,
+    is named with its reason on stderr and in score.json, and the others are still translated."""
+    import soundfile as sf
+
+    corpus, checkpoint = trained
+    wavs = sorted(str(p) for p in (corpus / "wav").glob("dev*.wav"))[:2]
+    short = tmp_path / "short.wav"
+    sf.write(short, [0.0] * 100, 16000)  # 6 ms: shorter than one 25 ms window
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wave file")
+    inputs = [wavs[0], str(short), str(tmp_path / "missing.wav"), wavs[1], str(broken)]
+    out = tmp_path / "out"
+    main(["translate", "--checkpoint", str(checkpoint), "--audio", *inputs, "--out", str(out), "--max-len-b", "8"])
+    lines = (out / "hyp.txt").read_text().split("\n")[:-1]
+    assert len(lines) == len(inputs) and lines[1] == lines[2] == lines[4] == ""
+    alone = tmp_path / "alone"
+    main(["translate", "--checkpoint", str(checkpoint), "--audio", wavs[0], wavs[1], "--out", str(alone),
+          "--max-len-b", "8"])
+    assert [lines[0], lines[3]] == (alone / "hyp.txt").read_text().splitlines()
+    failed = json.loads((out / "score.json").read_text())["failed"]
+    assert [(f["input"], f["reason"].split(":")[0]) for f in failed] == [
+        (str(short), "audio shorter than one 25 ms window"), (str(tmp_path / "missing.wav"), "file not found"),
+        (str(broken), "cannot read audio")]
+    err = capsys.readouterr().err
+    assert all(f"{f['input']}: not translated" in err for f in failed)
