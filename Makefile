@@ -1,6 +1,6 @@
 # speechxl — the two commands of the README quick start live here.
 #   make demo   synthesise SynthST, train the S2T baseline, translate and score (recipes/synth)
-#   make test   create .venv, install torch (CPU) + speechxl[test], run the test suite
+#   make test   create .venv, install torch (CPU) + speechxl[test], lint (ruff), run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 test: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-slow: venv
