@@ -158,39 +158,15 @@ fi
 
 if run_stage 5; then
   say "stage 5: results -> $exp/results.md"
-  python3 - "$exp" "${runs[@]}" <<'PY'
-import json
-import sys
-from pathlib import Path
-
-from speechxl.config import load_config
-from speechxl.train.logs import read_log
-
-exp, runs = Path(sys.argv[1]), sys.argv[2:]
-names = {"st": "(a) ST only", "base": "(b) XSTNet base", "expand": "(c) XSTNet expand"}
-lines = ["| variant | wav2vec2 | updates | train time | dev BLEU | tst-COMMON BLEU | chrF | audio use (nats/token) |",
-         "|---|---|---|---|---|---|---|---|"]
-for run in runs:
-    variant, init = run.rsplit("_", 1)
-    log = read_log(exp / run)
-    updates = max(r["update"] for r in log if r["type"] == "train")
-    stages = load_config(exp / run / "config.yaml").stages
-    if len(stages) > 1:  # e.g. "950 (250 mt_pretrain + 700 multitask)"
-        first = sum(s["max_update"] for s in stages[:-1])
-        parts = [f"{s['max_update']} {s['name']}" for s in stages[:-1]] + [f"{updates - first} {stages[-1]['name']}"]
-        updates = f"{updates} ({' + '.join(parts)})"
-    seconds = int((exp / run / "train_seconds").read_text())
-    dev = [r["bleu"] for r in log if r["type"] == "valid" and "bleu" in r][-1]
-    score = json.loads((exp / run / "decode_tst-COMMON" / "score.json").read_text(encoding="utf-8"))
-    listens = json.loads((exp / run / "audio_use.json").read_text(encoding="utf-8"))["gain"]
-    lines.append(f"| {names[variant]} | {init} | {updates} | {seconds // 60} min {seconds % 60:02d} s | {dev:.1f} "
-                 f"| {score['bleu']:.2f} | {score['chrf']:.1f} | {listens:.3f} |")
-table = "\n".join(lines) + (f"\n\nsacreBLEU {score['signature']}, beam 5, average of the last checkpoints; "
-                            "tst-COMMON is spoken by a voice no run heard in training. Audio use: dev NLL per "
-                            "target token with another utterance's audio minus with its own (0: the decoder "
-                            "ignores the audio and writes from its language model).\n")
-(exp / "results.md").write_text(table, encoding="utf-8")
-print(table)
-PY
+  labels=()
+  for run in "${runs[@]}"; do
+    case ${run%_*} in
+      st) labels+=("$run=(a) ST only | ${run##*_}") ;;
+      base) labels+=("$run=(b) XSTNet base | ${run##*_}") ;;
+      expand) labels+=("$run=(c) XSTNet expand | ${run##*_}") ;;
+    esac
+  done
+  python3 "$here/../../tools/results_table.py" --exp "$exp" --runs "${runs[@]}" --label "${labels[@]}" \
+    --label-header "variant | wav2vec2" --out "$exp/results.md"
 fi
 say "done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
