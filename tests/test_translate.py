@@ -93,3 +93,42 @@ def test_every_input_gets_its_line_and_failures_are_named(tmp_path, trained, cap
         (str(broken), "cannot read audio")]
     err = capsys.readouterr().err
     assert all(f"{f['input']}: not translated" in err for f in failed)
+
+
+def test_a_model_with_two_outputs_gets_a_file_and_a_score_for_each(tmp_path, trained):
+    """The decode path takes the output texts from the model's hook: a model that writes a transcript beside
+    its translation (COSTT) gets hyp.transcript.txt and a WER under score.json["transcript"]."""
+    import shutil
+
+    import yaml
+
+    from speechxl.models.base import ARCHS
+    from speechxl.models.s2t import S2TTransformer
+
+    class TwoOutputs(S2TTransformer):
+        def output_texts(self, tokens, vocab, task):
+            text = vocab.decode(tokens)
+            return {"translation": text, "transcript": text.lower()[::-1]}
+
+    corpus, checkpoint = trained
+    shutil.copytree(checkpoint, tmp_path / "ckpt", ignore=shutil.ignore_patterns("trainer.pt"))
+    config = yaml.safe_load((tmp_path / "ckpt" / "config.yaml").read_text())
+    config["model"]["arch"] = "two_outputs"
+    (tmp_path / "ckpt" / "config.yaml").write_text(yaml.safe_dump(config))
+    ARCHS["two_outputs"] = TwoOutputs
+    try:
+        score = translate_cli(tmp_path / "ckpt", corpus / "dev.tsv", tmp_path / "out")
+    finally:
+        del ARCHS["two_outputs"]
+    out = tmp_path / "out"
+    translations = (out / "hyp.txt").read_text().splitlines()
+    assert (out / "hyp.transcript.txt").read_text().splitlines() == [t.lower()[::-1] for t in translations]
+    rows = read_manifest(corpus / "dev.tsv")
+    assert (out / "ref.transcript.txt").read_text().splitlines() == [r["src_text"] for r in rows]
+    assert "bleu" in score and set(score["transcript"]) >= {"wer", "errors", "ref_words"}
+
+
+def translate_cli(checkpoint, manifest, out):
+    main(["translate", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out),
+          "--max-len-b", "8"])
+    return json.loads((out / "score.json").read_text())
