@@ -1,0 +1,154 @@
+"""Parity check: our fairseq S2T data export/import and s2t_transformer converter against fairseq itself.
+
+Needs a THROW-AWAY venv with fairseq (never the project venv; not imported by the tests):
+
+    python3 -m venv /tmp/fsenv && /tmp/fsenv/bin/pip install torch==2.13.0 setuptools wheel cython numpy
+    /tmp/fsenv/bin/pip install --no-build-isolation fairseq-fixed==0.12.3.1 && /tmp/fsenv/bin/pip uninstall -y torchaudio
+    /tmp/fsenv/bin/pip install sentencepiece soundfile   # fairseq's SentencePiece tokenizer and its audio reader
+
+Step 1 (project venv): a tiny ST corpus (tone "speech", SentencePiece with <de> tags), exported with
+`speechxl fairseq export` to DIR/fs (fbank80.zip, {train,dev}_st.tsv, config_st.yaml, spm_*.txt):
+    python tools/check_fairseq_s2t.py export DIR
+Step 2 (fairseq venv): fairseq's SpeechToTextDatasetCreator loads DIR/fs (items saved); fairseq builds a random
+s2t_transformer_xs through its speech_to_text task, saves it as its trainer does (DIR/checkpoint_best.pt), and
+saves its logits on the dev batch and its beam-5 outputs (SequenceGenerator, forced <lang:de> prefix):
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 /tmp/fsenv/bin/python tools/check_fairseq_s2t.py make DIR
+Step 3 (project venv): our reading of DIR/fs against fairseq's items, `speechxl convert fairseq-s2t`, our logits and
+beam-5 outputs against fairseq's; one JSON line per check:
+    python tools/check_fairseq_s2t.py compare DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SPLIT = "dev_st"
+BEAM, MAX_LEN_B = 5, 20
+
+
+def export(directory: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from speechxl.data.fairseq_prep import export_fairseq_data
+    from tests.tiny_run import make_corpus
+
+    corpus = make_corpus(Path(directory) / "corpus", n_train=8, n_dev=6)
+    print(json.dumps(export_fairseq_data(corpus, Path(directory) / "fs", ["train", "dev"])))
+
+
+def make(directory: str) -> None:
+    from fairseq import checkpoint_utils, tasks
+    from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDatasetCreator
+    from fairseq.models.speech_to_text.s2t_transformer import s2t_transformer_xs
+    from fairseq.sequence_generator import SequenceGenerator
+
+    fs = Path(directory) / "fs"
+    args = argparse.Namespace(
+        task="speech_to_text", arch="s2t_transformer_xs", data=str(fs), config_yaml="config_st.yaml",
+        max_source_positions=6000, max_target_positions=1024, input_feat_per_channel=80, input_channels=1,
+        criterion="label_smoothed_cross_entropy", seed=1, train_subset="train_st", speaker_to_id=None)
+    s2t_transformer_xs(args)  # fairseq's own preset fills the architecture
+    task = tasks.setup_task(args)
+    task.load_dataset(SPLIT)
+    dataset = task.datasets[SPLIT]
+    items = [dataset[i] for i in range(len(dataset))]
+    np.savez(Path(directory) / "fairseq_items.npz",
+             **{f"source{i}": item.source.numpy() for i, item in enumerate(items)},
+             **{f"target{i}": item.target.numpy() for i, item in enumerate(items)},
+             ids=np.array([dataset.ids[i] for i in range(len(dataset))]))
+    torch.manual_seed(0)
+    model = task.build_model(args).eval()
+    with torch.no_grad():  # non-trivial norms and biases, so a mis-mapped one shows
+        for key, param in model.named_parameters():
+            if "norm" in key or key.endswith("bias"):
+                param.add_(0.1 * torch.randn_like(param))
+    state = {"args": None, "cfg": {"model": args, "task": {"_name": "speech_to_text", "data": str(fs)}},
+             "model": model.state_dict(), "optimizer_history": [], "extra_state": {}}
+    checkpoint_utils.torch_persistent_save(state, str(Path(directory) / "checkpoint_best.pt"))
+    sample = dataset.collater([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        logits = model(**sample["net_input"])[0]
+    generator = SequenceGenerator([model], task.target_dictionary, beam_size=BEAM, max_len_a=0, max_len_b=MAX_LEN_B)
+    prefix = sample["target"][:, :1] if dataset.cfg.prepend_tgt_lang_tag else None
+    with torch.no_grad():
+        hyps = generator.generate([model], sample, prefix_tokens=prefix)
+    order = sample["id"].tolist()  # the collater sorts by length: index -> dataset item
+    np.savez(Path(directory) / "fairseq_outputs.npz", logits=logits.numpy(), order=np.array(order),
+             prev=sample["net_input"]["prev_output_tokens"].numpy())
+    (Path(directory) / "fairseq_beam.json").write_text(json.dumps(
+        {str(index): {"tokens": h[0]["tokens"].tolist(), "score": float(h[0]["score"])}
+         for index, h in zip(order, hyps)}))
+    print(json.dumps({"items": len(items), "checkpoint": str(Path(directory) / "checkpoint_best.pt"),
+                      "state_keys": sorted(model.state_dict())[:8]}))
+
+
+def compare(directory: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from speechxl.checkpoint import load_model
+    from speechxl.convert.fairseq_s2t import convert_fairseq_s2t
+    from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
+    from speechxl.data.fairseq_config import read_dictionary, read_fairseq_config
+    from speechxl.data.vocab import Vocab
+    from speechxl.inference.search import beam_search
+
+    directory = Path(directory)
+    fs = directory / "fs"
+    ref = np.load(directory / "fairseq_items.npz")
+    cfg = read_fairseq_config(fs / "config_st.yaml")
+    vocab = Vocab.load(cfg.spm_model, pieces=read_dictionary(cfg.dictionary))
+    ours = SpeechTextDataset.from_manifest(fs / f"{SPLIT}.tsv", "st", vocab, features=FeatureConfig.from_data(cfg.data),
+                                           prepend_lang_tag=cfg.data["prepend_lang_tag"])
+    # the same utterances read from the original speechxl manifest (fbank computed from the wav files)
+    original = SpeechTextDataset.from_manifest(directory / "corpus" / "dev.tsv", "st",
+                                               Vocab.load(directory / "corpus" / "spm.model"))
+    source_diff = max(float(np.abs(ours[i].audio.numpy() - ref[f"source{i}"]).max()) for i in range(len(ours)))
+    original_diff = max(float(np.abs(original[i].audio.numpy() - ref[f"source{i}"]).max()) for i in range(len(ours)))
+    targets_equal = all(ours[i].target.tolist() == ref[f"target{i}"].tolist() and
+                        original[i].target.tolist() == ref[f"target{i}"].tolist() for i in range(len(ours)))
+    print(json.dumps({"check": "dataset items", "n": len(ours), "ids_equal": list(ref["ids"]) == ours.ids,
+                      "source_max_abs_diff_fs_layout": source_diff, "source_max_abs_diff_from_wav": original_diff,
+                      "targets_equal": targets_equal}))
+
+    out = directory / "converted"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    convert_fairseq_s2t(directory / "checkpoint_best.pt", out, config=fs / "config_st.yaml")
+    model, vocab, config = load_model(out)
+    outputs = np.load(directory / "fairseq_outputs.npz")
+    order = outputs["order"].tolist()
+    batch = ours.collate([ours[i] for i in order])
+    with torch.no_grad():
+        enc = model.encode(batch)
+        logits = model.decoder(torch.from_numpy(outputs["prev"]), enc["memory"], enc["memory_padding_mask"])
+    pad = torch.from_numpy(outputs["prev"]) == vocab.pad  # fairseq's logits at padded target positions are unused
+    diff = (logits - torch.from_numpy(outputs["logits"])).abs()[~pad]
+    print(json.dumps({"check": "logits", "shape": list(logits.shape), "max_abs_diff": float(diff.max())}))
+
+    fairseq_beam = json.loads((directory / "fairseq_beam.json").read_text())
+    with torch.no_grad():
+        hyps = beam_search(model, batch, beam=BEAM, max_len_b=MAX_LEN_B, prefix=batch["prefix"])
+    equal, score_diff, lengths = 0, 0.0, []
+    for index, nbest in zip(order, hyps):
+        reference = fairseq_beam[str(index)]
+        tokens = reference["tokens"][:-1] if reference["tokens"][-1] == vocab.eos else reference["tokens"]
+        equal += nbest[0].tokens == tokens
+        score_diff = max(score_diff, abs(nbest[0].score - reference["score"]))
+        lengths.append(len(tokens))
+    print(json.dumps({"check": f"beam {BEAM}", "equal": equal, "of": len(order), "score_max_abs_diff": score_diff,
+                      "output_lengths": lengths}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["export", "make", "compare"])
+    parser.add_argument("directory")
+    a = parser.parse_args()
+    os.makedirs(a.directory, exist_ok=True)
+    {"export": export, "make": make, "compare": compare}[a.step](a.directory)
