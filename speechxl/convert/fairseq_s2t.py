@@ -10,6 +10,7 @@ Names: fairseq's are HF Speech2Text's without `model.`: `encoder.subsample.conv_
 `encoder.transformer_layers.N.*`, `encoder.layer_norm`, `decoder.layers.N.*`, `decoder.embed_tokens`,
 `decoder.output_projection` (tied), `decoder.layer_norm`. Any other weight is an error, nothing is dropped silently.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ _TO_HF = [
     (re.compile(r"^decoder\.(layers\.\d+\..*|layer_norm\.(weight|bias)|embed_tokens\.weight)$"), r"model.decoder.\1"),
 ]
 # Rebuilt by our model (sinusoid tables, fairseq's version buffers) or tied to the embedding (checked).
-_DROPPED = re.compile(r"^((encoder|decoder)\.embed_positions\._float_tensor|(encoder|decoder)\.version|"
-                      r"decoder\.output_projection\.weight)$")
+_DROPPED = re.compile(
+    r"^((encoder|decoder)\.embed_positions\._float_tensor|(encoder|decoder)\.version|"
+    r"decoder\.output_projection\.weight)$"
+)
 _CTC = re.compile(r"^encoder\.ctc_proj\.(weight|bias)$")
 
 
@@ -56,8 +59,10 @@ def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             raise CheckpointError(f"unexpected fairseq s2t_transformer weight {key!r}: no mapping for it")
     head = state.get("decoder.output_projection.weight")
     if head is not None and not torch.equal(head, state["decoder.embed_tokens.weight"]):
-        raise CheckpointError("decoder.output_projection.weight differs from decoder.embed_tokens.weight; only "
-                              "tied models (share_decoder_input_output_embed) are supported")
+        raise CheckpointError(
+            "decoder.output_projection.weight differs from decoder.embed_tokens.weight; only "
+            "tied models (share_decoder_input_output_embed) are supported"
+        )
     try:
         ours.update(convert_hf_state_dict(hf))
     except CheckpointError as err:
@@ -75,11 +80,13 @@ def _model_args(ckpt: dict[str, Any], src: Path) -> dict[str, Any]:
     return args
 
 
-def _require_setting(args: dict[str, Any], key: str, allowed: tuple, default: Any) -> None:
+def _require_setting(args: dict[str, Any], key: str, allowed: tuple, default: Any, hint: str = "") -> None:
     value = args.get(key, default)
     if value not in allowed:
-        raise CheckpointError(f"fairseq setting {key}={value!r} has no speechxl equivalent (supported: "
-                              f"{', '.join(map(repr, allowed))})")
+        raise CheckpointError(
+            f"fairseq setting {key}={value!r} has no speechxl equivalent (supported: "
+            f"{', '.join(map(repr, allowed))}){hint}"
+        )
 
 
 def convert_config(args: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +96,14 @@ def convert_config(args: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"arch {arch!r} is not an s2t_transformer")
     _require_setting(args, "conv_version", ("s2t_transformer",), "s2t_transformer")
     _require_setting(args, "no_scale_embedding", (False,), False)
-    _require_setting(args, "share_decoder_input_output_embed", (True,), True)
+    # fairseq's s2t default is untied; its MuST-C / CoVoST recipes pass --share-decoder-input-output-embed
+    _require_setting(
+        args,
+        "share_decoder_input_output_embed",
+        (True,),
+        False,
+        "; speechxl's decoder ties its output projection to the embedding, as fairseq's recipes train",
+    )
     _require_setting(args, "layernorm_embedding", (False,), False)
     _require_setting(args, "encoder_learned_pos", (False,), False)
     _require_setting(args, "decoder_learned_pos", (False,), False)
@@ -98,8 +112,9 @@ def convert_config(args: dict[str, Any]) -> dict[str, Any]:
     _require_setting(args, "activation_fn", ("relu", "gelu"), "relu")
     normalize = args.get("encoder_normalize_before", True)
     if args.get("decoder_normalize_before", True) != normalize:
-        raise CheckpointError("encoder_normalize_before and decoder_normalize_before differ; speechxl has one "
-                              "normalize_before for both")
+        raise CheckpointError(
+            "encoder_normalize_before and decoder_normalize_before differ; speechxl has one normalize_before for both"
+        )
     dim = args["encoder_embed_dim"]
     for key in ("decoder_embed_dim", "decoder_output_dim"):
         if args.get(key, dim) != dim:
@@ -131,8 +146,14 @@ def convert_config(args: dict[str, Any]) -> dict[str, Any]:
     return model
 
 
-def convert_fairseq_s2t(src: str | Path, out: str | Path, *, config: str | Path | None = None,
-                        spm_model: str | Path | None = None, dictionary: str | Path | None = None) -> Path:
+def convert_fairseq_s2t(
+    src: str | Path,
+    out: str | Path,
+    *,
+    config: str | Path | None = None,
+    spm_model: str | Path | None = None,
+    dictionary: str | Path | None = None,
+) -> Path:
     """Convert the fairseq checkpoint `src` into the speechxl checkpoint directory `out`.
 
     `config`: fairseq's data config (config_st.yaml), which names the dictionary and SentencePiece model and
@@ -147,7 +168,7 @@ def convert_fairseq_s2t(src: str | Path, out: str | Path, *, config: str | Path 
     else:
         if spm_model is None or dictionary is None:
             raise CheckpointError("give the fairseq data config (--config config_st.yaml), or both --spm and --dict")
-        data = {"features": "fbank", "cmvn": "utterance", "prepend_lang_tag": False}
+        data = {"features": "fbank", "cmvn": "utterance_fairseq", "prepend_lang_tag": False}
     if not data.get("specaugment"):
         data.pop("specaugment", None)
     ckpt = load_checkpoint(src)
@@ -158,12 +179,19 @@ def convert_fairseq_s2t(src: str | Path, out: str | Path, *, config: str | Path 
     pieces = read_dictionary(dictionary)
     rows = state["decoder.embed_tokens.weight"].shape[0]
     if rows != len(pieces):
-        raise CheckpointError(f"{src}: the embedding has {rows} rows but the dictionary {dictionary} has "
-                              f"{len(pieces)} entries (4 specials + its lines); is it this model's dictionary?")
+        raise CheckpointError(
+            f"{src}: the embedding has {rows} rows but the dictionary {dictionary} has "
+            f"{len(pieces)} entries (4 specials + its lines); is it this model's dictionary?"
+        )
     ours = convert_state_dict(state)
     with tempfile.TemporaryDirectory() as tmp:
         spm_copy, pieces_copy = Path(tmp) / VOCAB_FILE, Path(tmp) / PIECES_FILE
         spm_copy.write_bytes(Path(spm_model).read_bytes())
         pieces_copy.write_text(json.dumps(pieces, ensure_ascii=False), encoding="utf-8")
-        return write_checkpoint(out, model_state=ours, config={"model": model_config, "data": data},
-                                vocab_files=[spm_copy, pieces_copy], metrics={"converted_from": str(src)})
+        return write_checkpoint(
+            out,
+            model_state=ours,
+            config={"model": model_config, "data": data},
+            vocab_files=[spm_copy, pieces_copy],
+            metrics={"converted_from": str(src)},
+        )

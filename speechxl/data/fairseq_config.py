@@ -6,6 +6,7 @@ which feature transforms run (`transforms`: utterance_cmvn, global_cmvn with `gl
 specaugment with `specaugment`'s fields). Each maps onto a DataConfig field; a key or transform with no speechxl
 equivalent is an error naming it, never silently dropped.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,17 +19,42 @@ import yaml
 from speechxl.errors import DataError
 
 FAIRSEQ_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # fairseq Dictionary's first four ids
-SPECAUGMENT_FIELDS = ("freq_mask_F", "freq_mask_N", "time_mask_T", "time_mask_N", "time_mask_p", "time_warp_W",
-                      "mask_value")
+SPECAUGMENT_FIELDS = (
+    "freq_mask_F",
+    "freq_mask_N",
+    "time_mask_T",
+    "time_mask_N",
+    "time_mask_p",
+    "time_warp_W",
+    "mask_value",
+)
 # fairseq's S2TDataConfigWriter spells the warp `time_wrap_W`, which its SpecAugmentTransform never reads
 # (it reads `time_warp_W`): the key is accepted and, as in fairseq, has no effect.
 _IGNORED_SPECAUGMENT = {"time_wrap_W"}
 # Keys that need no mapping: settings of fairseq's own loader that speechxl's always matches.
-_NEUTRAL = {"shuffle": {True, False}, "input_channels": {1}, "use_sample_rate": {16000}, "sample_rate": {16000},
-            "standardize_audio": {False}, "sampling_alpha": {1.0, 1}, "prepend_bos_and_append_tgt_lang_tag": {False},
-            "audio_root": None, "specaugment": None, "global_cmvn": None, "utterance_cmvn": None}
-_MAPPED = {"vocab_filename", "bpe_tokenizer", "pre_tokenizer", "prepend_tgt_lang_tag", "input_feat_per_channel",
-           "transforms", "use_audio_input"}
+_NEUTRAL = {
+    "shuffle": {True, False},
+    "input_channels": {1},
+    "use_sample_rate": {16000},
+    "sample_rate": {16000},
+    "standardize_audio": {False},
+    "sampling_alpha": {1.0},
+    "prepend_bos_and_append_tgt_lang_tag": {False},
+    "audio_root": None,
+    "specaugment": None,
+    "global_cmvn": None,
+    "utterance_cmvn": None,
+}
+_MAPPED = {
+    "vocab_filename",
+    "bpe_tokenizer",
+    "pre_tokenizer",
+    "prepend_tgt_lang_tag",
+    "input_feat_per_channel",
+    "transforms",
+    "feature_transforms",
+    "use_audio_input",
+}
 _TRANSFORMS = {"utterance_cmvn", "global_cmvn", "specaugment"}
 
 
@@ -85,8 +111,9 @@ def specaugment_spec(fields: dict[str, Any], path: Path, line: int | None) -> st
     leaves out is 0 there (SpecAugmentTransform.from_config_dict), so every field is written out."""
     unknown = [k for k in fields if k not in SPECAUGMENT_FIELDS and k not in _IGNORED_SPECAUGMENT]
     if unknown:
-        raise DataError(path, f"specaugment.{unknown[0]} has no speechxl equivalent "
-                        f"(known: {', '.join(SPECAUGMENT_FIELDS)})", line)
+        raise DataError(
+            path, f"specaugment.{unknown[0]} has no speechxl equivalent (known: {', '.join(SPECAUGMENT_FIELDS)})", line
+        )
     values = {k: fields.get(k, 0) for k in SPECAUGMENT_FIELDS if k != "mask_value"}
     if fields.get("mask_value") is not None:
         values["mask_value"] = fields["mask_value"]
@@ -94,41 +121,62 @@ def specaugment_spec(fields: dict[str, Any], path: Path, line: int | None) -> st
 
 
 def _transforms(cfg: dict[str, Any], path: Path, lines: dict[str, int]) -> tuple[str, bool]:
-    """(cmvn kind, SpecAugment on in training) from `transforms`. fairseq picks a split's list by its name, else
-    `_train` / `_eval`, else `*` (S2TDataConfig.get_feature_transforms); speechxl has one list for training and
-    one for evaluation, so split names are refused."""
-    transforms = cfg.get("transforms") or {}
-    if not isinstance(transforms, dict):
-        raise DataError(path, "transforms must map split patterns to lists of transforms", lines.get("transforms"))
-    per_split: dict[str, list[str]] = {}
-    for split, names in transforms.items():
-        names = list(names or [])
-        for name in names:
-            if name not in _TRANSFORMS:
-                raise DataError(path, f"transforms.{split}: {name!r} has no speechxl equivalent "
-                                f"(supported: {', '.join(sorted(_TRANSFORMS))})", lines.get(f"transforms.{split}"))
-        per_split[split] = names
-    for split in per_split:
-        if split not in ("*", "_train", "_eval"):
-            raise DataError(path, f"transforms.{split}: transforms for a named split have no speechxl equivalent "
-                            "(use _train, _eval or '*')", lines.get(f"transforms.{split}"))
-    every = per_split.get("_eval", per_split.get("*", []))
-    train = per_split.get("_train", per_split.get("*", []))
+    """(cmvn kind, SpecAugment on in training) from `transforms` and its newer name `feature_transforms` (fairseq
+    appends the second's list to the first's). fairseq picks a split's list by its name, else `_train` / `_eval`,
+    else `*` (S2TDataConfig.get_transforms); speechxl has one list for training and one for evaluation, so lists
+    for named splits are refused."""
+    chosen: dict[bool, list[str]] = {True: [], False: []}
+    for key in ("transforms", "feature_transforms"):
+        transforms = cfg.get(key) or {}
+        if not isinstance(transforms, dict):
+            raise DataError(path, f"{key} must map split patterns to lists of transforms", lines.get(key))
+        for split, names in transforms.items():
+            if split not in ("*", "_train", "_eval"):
+                raise DataError(
+                    path,
+                    f"{key}.{split}: transforms for a named split have no speechxl equivalent "
+                    "(use _train, _eval or '*')",
+                    lines.get(f"{key}.{split}"),
+                )
+            for name in names or []:
+                if name not in _TRANSFORMS:
+                    raise DataError(
+                        path,
+                        f"{key}.{split}: {name!r} has no speechxl equivalent "
+                        f"(supported: {', '.join(sorted(_TRANSFORMS))})",
+                        lines.get(f"{key}.{split}"),
+                    )
+        for train in (True, False):
+            names = transforms.get("_train" if train else "_eval")
+            chosen[train] += list((transforms.get("*") if names is None else names) or [])
+    train, every = chosen[True], chosen[False]
     cmvn = {n for n in every if n.endswith("_cmvn")}
     if cmvn != {n for n in train if n.endswith("_cmvn")}:
-        raise DataError(path, "transforms: training and evaluation normalise differently; speechxl uses one "
-                        "CMVN for both", lines.get("transforms"))
+        raise DataError(
+            path,
+            "transforms: training and evaluation normalise differently; speechxl uses one CMVN for both",
+            lines.get("transforms", lines.get("feature_transforms")),
+        )
     if "specaugment" in every:
-        raise DataError(path, "transforms: specaugment on evaluation splits has no speechxl equivalent; put it "
-                        "under _train", lines.get("transforms"))
+        raise DataError(
+            path,
+            "transforms: specaugment on evaluation splits has no speechxl equivalent; put it under _train",
+            lines.get("transforms", lines.get("feature_transforms")),
+        )
     if len(cmvn) > 1:
-        raise DataError(path, "transforms: both utterance_cmvn and global_cmvn", lines.get("transforms"))
+        raise DataError(
+            path,
+            "transforms: both utterance_cmvn and global_cmvn",
+            lines.get("transforms", lines.get("feature_transforms")),
+        )
     kind = next(iter(cmvn)).removesuffix("_cmvn") if cmvn else "none"
-    return kind, "specaugment" in train
+    # fairseq's own float32 arithmetic, so that its models see the inputs they were trained on
+    return ("utterance_fairseq" if kind == "utterance" else kind), "specaugment" in train
 
 
-def read_fairseq_config(path: str | os.PathLike, *, spm_model: str | os.PathLike | None = None,
-                        dictionary: str | os.PathLike | None = None) -> FairseqDataConfig:
+def read_fairseq_config(
+    path: str | os.PathLike, *, spm_model: str | os.PathLike | None = None, dictionary: str | os.PathLike | None = None
+) -> FairseqDataConfig:
     """Read a fairseq S2T `config_*.yaml`. Relative paths in it are relative to its directory (fairseq's --data
     directory, where its prep scripts write the config beside the manifests). `spm_model` / `dictionary`
     override the config's."""
@@ -152,8 +200,12 @@ def read_fairseq_config(path: str | os.PathLike, *, spm_model: str | os.PathLike
             raise DataError(path, f"key {key!r} has no speechxl equivalent", lines.get(key))
         allowed = _NEUTRAL[key]
         if allowed is not None and value not in allowed:
-            raise DataError(path, f"{key}: {value!r} has no speechxl equivalent (supported: "
-                            f"{', '.join(map(str, sorted(allowed, key=str)))})", lines.get(key))
+            raise DataError(
+                path,
+                f"{key}: {value!r} has no speechxl equivalent (supported: "
+                f"{', '.join(map(str, sorted(allowed, key=str)))})",
+                lines.get(key),
+            )
 
     if dictionary is None:
         if not cfg.get("vocab_filename"):
@@ -161,8 +213,11 @@ def read_fairseq_config(path: str | os.PathLike, *, spm_model: str | os.PathLike
         dictionary = _resolve(base, cfg["vocab_filename"])
     bpe = cfg.get("bpe_tokenizer") or {}
     if bpe and bpe.get("bpe") != "sentencepiece":
-        raise DataError(path, f"bpe_tokenizer.bpe {bpe.get('bpe')!r} has no speechxl equivalent (sentencepiece)",
-                        lines.get("bpe_tokenizer.bpe"))
+        raise DataError(
+            path,
+            f"bpe_tokenizer.bpe {bpe.get('bpe')!r} has no speechxl equivalent (sentencepiece)",
+            lines.get("bpe_tokenizer.bpe"),
+        )
     extra = sorted(set(bpe) - {"bpe", "sentencepiece_model"})
     if extra:
         raise DataError(path, f"bpe_tokenizer.{extra[0]} has no speechxl equivalent", lines.get("bpe_tokenizer"))
@@ -174,29 +229,47 @@ def read_fairseq_config(path: str | os.PathLike, *, spm_model: str | os.PathLike
             spm_model = base / Path(bpe["sentencepiece_model"]).name  # the data directory moved since prep
     pre = cfg.get("pre_tokenizer") or {}
     if pre.get("tokenizer") not in (None, "none"):
-        raise DataError(path, f"pre_tokenizer.tokenizer {pre.get('tokenizer')!r} has no speechxl equivalent",
-                        lines.get("pre_tokenizer.tokenizer"))
+        raise DataError(
+            path,
+            f"pre_tokenizer.tokenizer {pre.get('tokenizer')!r} has no speechxl equivalent",
+            lines.get("pre_tokenizer.tokenizer"),
+        )
 
     cmvn, specaugment = _transforms(cfg, path, lines)
-    data: dict[str, Any] = {"prepend_lang_tag": bool(cfg.get("prepend_tgt_lang_tag", False)), "cmvn": cmvn,
-                            "features": "wave" if cfg.get("use_audio_input", False) else "fbank"}
+    data: dict[str, Any] = {
+        "prepend_lang_tag": bool(cfg.get("prepend_tgt_lang_tag", False)),
+        "cmvn": cmvn,
+        "features": "wave" if cfg.get("use_audio_input", False) else "fbank",
+    }
     if cmvn == "global":
         stats = (cfg.get("global_cmvn") or {}).get("stats_npz_path")
         if not stats:
-            raise DataError(path, "transforms use global_cmvn but global_cmvn.stats_npz_path is not set",
-                            lines.get("global_cmvn"))
+            raise DataError(
+                path, "transforms use global_cmvn but global_cmvn.stats_npz_path is not set", lines.get("global_cmvn")
+            )
         data["global_cmvn_stats"] = str(_resolve(base, stats).resolve())
-    data["specaugment"] = specaugment_spec(cfg.get("specaugment") or {}, path, lines.get("specaugment")) \
-        if specaugment else ""
+    data["specaugment"] = (
+        specaugment_spec(cfg.get("specaugment") or {}, path, lines.get("specaugment")) if specaugment else ""
+    )
     if specaugment and not cfg.get("specaugment"):
-        raise DataError(path, "transforms._train uses specaugment but the specaugment fields are not set",
-                        lines.get("transforms._train"))
+        raise DataError(
+            path,
+            "transforms._train uses specaugment but the specaugment fields are not set",
+            lines.get("transforms._train"),
+        )
     if data["features"] == "wave" and cmvn != "none":
-        raise DataError(path, "use_audio_input with a CMVN transform has no speechxl equivalent", lines.get(
-            "use_audio_input"))
+        raise DataError(
+            path, "use_audio_input with a CMVN transform has no speechxl equivalent", lines.get("use_audio_input")
+        )
     model = {"input_dim": int(cfg.get("input_feat_per_channel", 80))}
-    return FairseqDataConfig(path=path, dictionary=Path(dictionary), spm_model=Path(spm_model),
-                             audio_root=str(cfg.get("audio_root") or ""), data=data, model=model)
+    return FairseqDataConfig(
+        path=path,
+        dictionary=Path(dictionary),
+        spm_model=Path(spm_model),
+        audio_root=str(cfg.get("audio_root") or ""),
+        data=data,
+        model=model,
+    )
 
 
 def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:

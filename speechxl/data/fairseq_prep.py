@@ -12,6 +12,7 @@ manifests' directory) and the languages filled in where the columns are missing,
 the offsets from each member's local header (get_zip_manifest), the dictionary `spm_<name>.txt`, the
 SentencePiece model and `config_<task>.yaml` (gen_config_yaml).
 """
+
 from __future__ import annotations
 
 import io
@@ -46,6 +47,7 @@ SPECAUGMENT_POLICIES = {  # fairseq S2TDataConfigWriter.set_specaugment_*_policy
 
 # ---------------------------------------------------------------------------------------------------- import
 
+
 def _absolute_audio(audio: str, root: Path) -> str:
     if not audio:
         return audio
@@ -64,9 +66,16 @@ def _split_names(stems: Sequence[str]) -> tuple[str, str]:
     return (train[0] if train else "train"), (dev[0] if dev else "dev")
 
 
-def import_fairseq_data(config: str | os.PathLike, manifests: str | os.PathLike, out: str | os.PathLike, *,
-                        src_lang: str = "", tgt_lang: str = "", spm_model: str | os.PathLike | None = None,
-                        dictionary: str | os.PathLike | None = None) -> dict[str, Any]:
+def import_fairseq_data(
+    config: str | os.PathLike,
+    manifests: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    src_lang: str = "",
+    tgt_lang: str = "",
+    spm_model: str | os.PathLike | None = None,
+    dictionary: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Turn fairseq-prepared data into a speechxl data directory `out`; returns a summary."""
     fs = read_fairseq_config(config, spm_model=spm_model, dictionary=dictionary)
     manifests = Path(manifests)
@@ -97,19 +106,36 @@ def import_fairseq_data(config: str | os.PathLike, manifests: str | os.PathLike,
     with atomic_output(out / "vocab.json") as tmp:
         tmp.write_text(json.dumps(pieces, ensure_ascii=False), encoding="utf-8")
     train_split, valid_split = _split_names(list(splits))
-    data = {"manifest_dir": str(out.resolve()), "train_split": train_split, "valid_split": valid_split,
-            **fs.data, "src_lang": src_lang, "tgt_lang": tgt_lang}
+    data = {
+        "manifest_dir": str(out.resolve()),
+        "train_split": train_split,
+        "valid_split": valid_split,
+        **fs.data,
+        "src_lang": src_lang,
+        "tgt_lang": tgt_lang,
+    }
     if data["prepend_lang_tag"] and tgt_lang and not vocab.has_tag(tgt_lang):
         raise DataError(fs.dictionary, f"prepend_tgt_lang_tag is set but the dictionary has no <lang:{tgt_lang}>")
     experiment = {"run_dir": str(out / "run"), "model": {"arch": "s2t", "size": "s", **fs.model}, "data": data}
     with atomic_output(out / "config.yaml") as tmp:
-        tmp.write_text("# written by `speechxl fairseq prep` from " + str(Path(config).resolve()) + "\n"
-                       + yaml.safe_dump(experiment, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return {"out": str(out), "splits": splits, "vocab_size": len(pieces), "config": str(out / "config.yaml"),
-            "data": data}
+        tmp.write_text(
+            "# written by `speechxl fairseq prep` from "
+            + str(Path(config).resolve())
+            + "\n"
+            + yaml.safe_dump(experiment, sort_keys=False, allow_unicode=True),
+            encoding="utf-8",
+        )
+    return {
+        "out": str(out),
+        "splits": splits,
+        "vocab_size": len(pieces),
+        "config": str(out / "config.yaml"),
+        "data": data,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- export
+
 
 def _zip_manifest(zip_path: Path, relative_to: Path) -> dict[str, tuple[str, int]]:
     """fairseq's get_zip_manifest: member stem -> `zip:<offset>:<length>` from each member's header."""
@@ -130,14 +156,21 @@ def _zip_manifest(zip_path: Path, relative_to: Path) -> dict[str, tuple[str, int
 def _lang_pieces(vocab: Vocab, langs: set[str]) -> list[str]:
     """Our pieces, with our `<xx>` language tags spelled fairseq's way (`<lang:xx>`)."""
     pieces = [vocab.piece(i) for i in range(len(vocab))]
-    return [f"<lang:{p[1:-1]}>" if p.startswith("<") and p.endswith(">") and p[1:-1] in langs else p
-            for p in pieces]
+    return [f"<lang:{p[1:-1]}>" if p.startswith("<") and p.endswith(">") and p[1:-1] in langs else p for p in pieces]
 
 
-def export_fairseq_data(manifest_dir: str | os.PathLike, out: str | os.PathLike, splits: Sequence[str], *,
-                        task: str = "st", audio: str = "fbank", specaugment: str | None = "lb",
-                        lang_tags: bool | None = None, vocab_path: str | os.PathLike | None = None,
-                        num_mel_bins: int = 80) -> dict[str, Any]:
+def export_fairseq_data(
+    manifest_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    splits: Sequence[str],
+    *,
+    task: str = "st",
+    audio: str = "fbank",
+    specaugment: str | None = "lb",
+    lang_tags: bool | None = None,
+    vocab_path: str | os.PathLike | None = None,
+    num_mel_bins: int = 80,
+) -> dict[str, Any]:
     """Write speechxl manifests `splits` of `manifest_dir` as fairseq S2T data in `out`; returns a summary."""
     if task not in ("st", "asr"):
         raise ValueError(f"task must be st or asr, not {task!r}")
@@ -166,8 +199,12 @@ def export_fairseq_data(manifest_dir: str | os.PathLike, out: str | os.PathLike,
                     skipped[split] += 1  # text-only rows (MT), or rows without this task's text
                     continue
                 if row["id"] in owner:
-                    raise DataError(manifest, f"id {row['id']!r} is also in split {owner[row['id']]}; one zip "
-                                    "holds every split, so ids must be unique across them", line)
+                    raise DataError(
+                        manifest,
+                        f"id {row['id']!r} is also in split {owner[row['id']]}; one zip "
+                        "holds every split, so ids must be unique across them",
+                        line,
+                    )
                 owner[row["id"]] = split
                 wave = load_audio(row["audio"], manifest_dir, manifest=manifest, line=line)
                 target = Path(tmp) / f"{row['id']}{suffix}"
@@ -178,8 +215,16 @@ def export_fairseq_data(manifest_dir: str | os.PathLike, out: str | os.PathLike,
                     sf.write(target, wave, 16000, format="FLAC")
                 lang = row["tgt_lang"] if task == "st" else row["src_lang"]
                 langs.add(lang)
-                kept[split].append({"id": row["id"], "tgt_text": text, "speaker": row["speaker"],
-                                    "src_text": row["src_text"], "src_lang": row["src_lang"], "tgt_lang": lang})
+                kept[split].append(
+                    {
+                        "id": row["id"],
+                        "tgt_text": text,
+                        "speaker": row["speaker"],
+                        "src_text": row["src_text"],
+                        "src_lang": row["src_lang"],
+                        "tgt_lang": lang,
+                    }
+                )
         # fairseq's create_zip: ZIP_STORED, files added with their names as arcname
         partial = zip_path.with_name(zip_path.name + ".tmp")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
@@ -196,13 +241,20 @@ def export_fairseq_data(manifest_dir: str | os.PathLike, out: str | os.PathLike,
         lang_tags = all(vocab.has_tag(lang) for lang in langs if lang) and all(langs)
     name = f"spm_{len(vocab)}_{task}"  # fairseq's prep names them spm_<type><size>_<task>
     shutil.copyfile(vocab_path, out / f"{name}.model")
-    write_dictionary(out / f"{name}.txt", _lang_pieces(vocab, langs) if lang_tags else
-                     [vocab.piece(i) for i in range(len(vocab))])
+    write_dictionary(
+        out / f"{name}.txt", _lang_pieces(vocab, langs) if lang_tags else [vocab.piece(i) for i in range(len(vocab))]
+    )
     config = _gen_config(out, f"{name}.model", specaugment, lang_tags, audio, num_mel_bins)
     with atomic_output(out / f"config_{task}.yaml") as tmp_config:
         tmp_config.write_text(yaml.dump(config), encoding="utf-8")
-    return {"out": str(out), "zip": str(zip_path), "rows": {s: len(r) for s, r in kept.items()},
-            "skipped": skipped, "config": str(out / f"config_{task}.yaml"), "prepend_tgt_lang_tag": lang_tags}
+    return {
+        "out": str(out),
+        "zip": str(zip_path),
+        "rows": {s: len(r) for s, r in kept.items()},
+        "skipped": skipped,
+        "config": str(out / f"config_{task}.yaml"),
+        "prepend_tgt_lang_tag": lang_tags,
+    }
 
 
 def _member_lengths(zip_path: Path, entries: dict[str, tuple[str, int]], audio: str) -> dict[str, int]:
@@ -224,22 +276,33 @@ def _write_fairseq_tsv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_manifest(path, rows)
 
 
-def _gen_config(out: Path, spm_filename: str, specaugment: str | None, lang_tags: bool, audio: str,
-                num_mel_bins: int) -> dict[str, Any]:
+def _gen_config(
+    out: Path, spm_filename: str, specaugment: str | None, lang_tags: bool, audio: str, num_mel_bins: int
+) -> dict[str, Any]:
     """fairseq's gen_config_yaml (utterance CMVN), as its S2TDataConfigWriter lays it out."""
-    config: dict[str, Any] = {"vocab_filename": spm_filename.replace(".model", ".txt"), "input_channels": 1,
-                              "input_feat_per_channel": num_mel_bins}
+    config: dict[str, Any] = {
+        "vocab_filename": spm_filename.replace(".model", ".txt"),
+        "input_channels": 1,
+        "input_feat_per_channel": num_mel_bins,
+    }
     if audio == "flac":
         config["use_audio_input"] = True
     else:
         if specaugment is not None:
             p = SPECAUGMENT_POLICIES[specaugment]
-            config["specaugment"] = {"time_wrap_W": p["time_wrap_w"], "freq_mask_N": p["freq_mask_n"],
-                                     "freq_mask_F": p["freq_mask_f"], "time_mask_N": p["time_mask_n"],
-                                     "time_mask_T": p["time_mask_t"], "time_mask_p": p["time_mask_p"]}
+            config["specaugment"] = {
+                "time_wrap_W": p["time_wrap_w"],
+                "freq_mask_N": p["freq_mask_n"],
+                "freq_mask_F": p["freq_mask_f"],
+                "time_mask_N": p["time_mask_n"],
+                "time_mask_T": p["time_mask_t"],
+                "time_mask_p": p["time_mask_p"],
+            }
             config.setdefault("transforms", {})["_train"] = ["utterance_cmvn", "specaugment"]
         config.setdefault("transforms", {})["*"] = ["utterance_cmvn"]
     config["bpe_tokenizer"] = {"bpe": "sentencepiece", "sentencepiece_model": (out.resolve() / spm_filename).as_posix()}
+    # the manifests name the zip relative to `out`; fairseq resolves it against audio_root (else its cwd)
+    config["audio_root"] = out.resolve().as_posix()
     if lang_tags:
         config["prepend_tgt_lang_tag"] = True
     return config

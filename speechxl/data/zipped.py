@@ -6,6 +6,7 @@ The byte range must be exactly one member's data: the archive's central director
 cached per process), every member's data offset is taken from its local header, and a range that is not a
 member's, or a member that is compressed, is an error naming the manifest line. Features are returned as stored.
 """
+
 from __future__ import annotations
 
 import functools
@@ -58,8 +59,7 @@ def zip_members(path: str, mtime_ns: int) -> dict[int, Member]:
                 raise zipfile.BadZipFile(f"member {info.filename}: no local header at byte {info.header_offset}")
             name_length, extra_length = _LOCAL_HEADER.unpack(header)[-2:]
             offset = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
-            members[offset] = Member(info.filename, info.compress_size,
-                                     info.compress_type != zipfile.ZIP_STORED)
+            members[offset] = Member(info.filename, info.compress_size, info.compress_type != zipfile.ZIP_STORED)
     return members
 
 
@@ -67,8 +67,9 @@ def resolve(path: str, base_dir: str | os.PathLike | None) -> str:
     return path if base_dir is None or os.path.isabs(path) else os.path.join(base_dir, path)
 
 
-def find_member(spec: str, base_dir: str | os.PathLike | None, *, manifest: str | os.PathLike | None = None,
-                line: int | None = None) -> tuple[str, int, Member]:
+def find_member(
+    spec: str, base_dir: str | os.PathLike | None, *, manifest: str | os.PathLike | None = None, line: int | None = None
+) -> tuple[str, int, Member]:
     """The archive path, data offset and member that `spec` (`x.zip:offset:length`) names, checked."""
     parsed = split_zip_slice(spec)
     if parsed is None:
@@ -87,11 +88,15 @@ def find_member(spec: str, base_dir: str | os.PathLike | None, *, manifest: str 
         raise fail(f"not a readable zip archive ({err})") from err
     member = members.get(offset)
     if member is None:
-        raise fail(f"byte offset {offset} is not the start of any member's data in {path} "
-                   f"(a bad byte range, or a manifest written for another zip)")
+        raise fail(
+            f"byte offset {offset} is not the start of any member's data in {path} "
+            f"(a bad byte range, or a manifest written for another zip)"
+        )
     if member.compressed:
-        raise fail(f"member {member.name} is compressed; fairseq's byte ranges need an uncompressed "
-                   "(ZIP_STORED) archive, as its create_zip writes")
+        raise fail(
+            f"member {member.name} is compressed; fairseq's byte ranges need an uncompressed "
+            "(ZIP_STORED) archive, as its create_zip writes"
+        )
     if length != member.length:
         raise fail(f"byte length {length} does not match member {member.name} ({member.length} bytes)")
     return path, offset, member
@@ -102,8 +107,9 @@ def holds_features(spec: str, base_dir: str | os.PathLike | None, **where) -> bo
     return find_member(spec, base_dir, **where)[2].holds_features
 
 
-def load_zip_entry(spec: str, base_dir: str | os.PathLike | None, *, manifest: str | os.PathLike | None = None,
-                   line: int | None = None) -> tuple[str, np.ndarray]:
+def load_zip_entry(
+    spec: str, base_dir: str | os.PathLike | None, *, manifest: str | os.PathLike | None = None, line: int | None = None
+) -> tuple[str, np.ndarray]:
     """("fbank", (frames, bins) float32 as stored) or ("wave", float32 mono 16 kHz samples) of a zip member."""
     path, offset, member = find_member(spec, base_dir, manifest=manifest, line=line)
 
