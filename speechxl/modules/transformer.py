@@ -35,6 +35,12 @@ def key_padding_to_attn_mask(padding_mask: torch.Tensor | None) -> torch.Tensor 
     return ~padding_mask[:, None, None, :]
 
 
+def mask_chunk_causal(length: int, chunk_frames: int, device: torch.device) -> torch.Tensor:
+    """SDPA boolean mask (1, 1, T, T), True = attend: frame i sees frame j iff j's chunk is not after i's."""
+    chunk = torch.arange(length, device=device) // chunk_frames
+    return (chunk[None, :] <= chunk[:, None])[None, None]
+
+
 _KEEP_LEVELS = 1 << 16  # the CPU dropout mask compares 16-bit uniforms: p is realised to within 2^-17
 
 
@@ -175,6 +181,20 @@ class MultiheadAttention(nn.Module):
         out = self._attend(q, keys, values, mask, is_causal)
         return self.out_proj(out if packing is None else packing.pack(out)), keys, values
 
+    def weights(self, x: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention probabilities of x (N, t, D) over keys (B, H, S, hd), averaged over heads -> (N, t, S).
+
+        Computed apart from `forward` (SDPA never materialises them): only callers that need them pay."""
+        q = self._split_heads(self.q_proj(x)) * self.head_dim ** -0.5
+        n = q.size(0)
+        if n != keys.size(0):  # grouped rows (beams): each row attends to its utterance's keys
+            keys = keys.repeat_interleave(n // keys.size(0), dim=0)
+            mask = mask.repeat_interleave(n // mask.size(0), dim=0) if mask is not None else None
+        scores = torch.matmul(q, keys.transpose(-1, -2))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores.float(), dim=-1).mean(dim=1)
+
     def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
                 is_causal: bool) -> torch.Tensor:
         """Heads (N, H, t, hd) attend -> (N, t, D), before `out_proj`."""
@@ -238,6 +258,12 @@ class EncoderLayer(_Sublayers):
 
 
 class DecoderLayer(_Sublayers):
+    # Set `keep_cross_attention` on a layer to have each call store its cross-attention probabilities,
+    # averaged over heads, in `cross_attention` (N, t, S): streaming policies (AlignAtt) read them. Off by
+    # default, so training and ordinary decoding compute nothing extra.
+    keep_cross_attention: bool = False
+    cross_attention: torch.Tensor | None = None
+
     def __init__(self, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1, attention_dropout: float = 0.0,
                  activation_dropout: float = 0.0, activation: str = "relu", normalize_before: bool = True):
         super().__init__(dropout, normalize_before)
@@ -270,8 +296,14 @@ class DecoderLayer(_Sublayers):
         """Returns the output and [keys, values] of self-attention including `past` (for the cache)."""
         new_kv: list[torch.Tensor] = []
         x = self.residual(x, self.self_attn_norm, lambda h: self._self_attention(h, past, new_kv))
-        x = self.residual(x, self.cross_attn_norm, lambda h: self.cross_attn(h, *cross_kv, mask=memory_mask))
+        x = self.residual(x, self.cross_attn_norm, lambda h: self._cross_attention(h, cross_kv, memory_mask))
         return self.residual(x, self.ffn_norm, self.ffn), new_kv
+
+    def _cross_attention(self, h: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor],
+                         memory_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.keep_cross_attention:
+            self.cross_attention = self.cross_attn.weights(h, cross_kv[0], memory_mask)
+        return self.cross_attn(h, *cross_kv, mask=memory_mask)
 
 
 def _layer_kwargs(dropout: float, attention_dropout: float, activation_dropout: float, activation: str,
@@ -285,19 +317,25 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, num_layers: int, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1,
                  attention_dropout: float = 0.0, activation_dropout: float = 0.0, activation: str = "relu",
-                 normalize_before: bool = True, layerdrop: float = 0.0):
+                 normalize_before: bool = True, layerdrop: float = 0.0, chunk_frames: int = 0):
         super().__init__()
         kw = _layer_kwargs(dropout, attention_dropout, activation_dropout, activation, normalize_before)
         self.dropout = Dropout(dropout)
         self.layers = nn.ModuleList(EncoderLayer(dim, heads, ffn_dim, **kw) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim) if normalize_before else None
         self.layerdrop = layerdrop
+        # > 0: chunk-causal (blockwise) self-attention, frame i sees frames of its own and earlier chunks of
+        # `chunk_frames` frames; states of complete chunks never change when input is appended (streaming)
+        self.chunk_frames = chunk_frames
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T, D) -> (B, T, D); rows at padding come out as zeros."""
         mask = key_padding_to_attn_mask(padding_mask)
         # padded batches run all but attention on the real rows: padding can be a third of a speech batch
         packing = RowPacking(padding_mask) if mask is not None else None
+        if self.chunk_frames > 0:
+            chunks = mask_chunk_causal(x.size(1), self.chunk_frames, x.device)
+            mask = chunks if mask is None else mask & chunks
         x = self.dropout(x if packing is None else packing.pack(x))
         for layer in self.layers:
             if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:

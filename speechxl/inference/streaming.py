@@ -1,0 +1,329 @@
+"""Simultaneous (streaming) translation with an offline-trained model: audio arrives in chunks, a policy decides
+after each chunk which target tokens to commit, and committed tokens are never retracted.
+
+Works for every model through the model protocol (speechxl.models.base.SpeechModel): `encode`, `decode_step`,
+`decode_prefix`, `logit_processors`, `output_texts`. Nothing here knows a model by name.
+
+What each chunk recomputes (`StreamingTranslator.push`):
+- features of the whole received prefix: fbank models recompute fbank + CMVN of the prefix (utterance CMVN
+  uses the mean/variance of everything received so far, so every frame's features change a little as audio
+  arrives; global CMVN from the checkpoint's stats would not), wave models take the wave prefix as it is;
+- the encoder over the whole prefix (O(n²) over an utterance). Nothing of the encoder is reused: with utterance
+  CMVN its inputs change anyway. A model trained with `model.encoder_chunk_frames` (chunk-causal encoder) keeps
+  the Transformer states of complete past chunks unchanged given the same inputs, which makes earlier decisions
+  stable; the conv subsampler still sees a few frames of right context at the chunk edge;
+- the decoder over the forced prefix (`decode_prefix` = the language tag) + the committed tokens, in one call,
+  then new tokens one at a time (its cross-attention keys depend on the new encoder states).
+
+Policies (`--policy`):
+- `waitk`: fixed pre-decision — after chunk i (1-based) the target may hold i − k + 1 tokens (greedy); wait-k of
+  fairseq SimulST with the pushed chunk as the pre-decision unit.
+- `la`: local agreement LA-n — re-decode the whole prefix (beam search, committed tokens forced) at every chunk
+  and commit the longest common prefix of the last n hypotheses.
+- `alignatt`: AlignAtt — greedy candidates from the committed prefix; a candidate is committed only while the
+  encoder frame its cross-attention (decoder layer `attn_layer`, heads averaged) points at lies before the last
+  `frames` frames; else wait for audio.
+When the source is finished every policy writes the rest of its hypothesis (greedy, or beam for LA).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from speechxl.data.audio import SAMPLE_RATE, compute_fbank, fbank_frames, global_cmvn, utterance_cmvn
+from speechxl.data.dataset import FeatureConfig
+from speechxl.inference.search import NoToken, apply_processors, beam_search
+from speechxl.modules.transformer import DecoderLayer, TransformerDecoder
+from speechxl.tasks import get_task
+
+POLICIES = ("waitk", "la", "alignatt")
+
+
+@dataclass
+class PolicyOptions:
+    policy: str = "waitk"
+    k: int = 3  # waitk: chunks read before the first write
+    la_n: int = 2  # la: agreement of the last n hypotheses
+    la_beam: int = 1  # la: beam of each re-decoding
+    frames: int = 2  # alignatt: f, the last encoder frames a committed token must not attend to
+    attn_layer: int = -1  # alignatt: the decoder layer whose cross-attention is read (-1: last)
+    max_len_a: float = 0.0
+    max_len_b: int = 200
+    final_beam: int = 1  # beam of the decoding that finishes a hypothesis once the source is complete
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
+        if self.k < 1 or self.la_n < 1 or self.frames < 0:
+            raise ValueError("k and la_n must be >= 1, frames >= 0")
+
+
+@dataclass
+class Commit:
+    """Tokens committed after a chunk, with the audio time (seconds received) at which they were committed."""
+
+    tokens: list[int]
+    text: str  # the new text: the full committed text minus the text committed before
+    audio_seconds: float
+    finished: bool
+
+
+class FeatureExtractor:
+    """The model input of a wave prefix, as the checkpoint's `data` section says (dataset.py `_features`)."""
+
+    def __init__(self, data_config: dict[str, Any]):
+        from_data = getattr(FeatureConfig, "from_data", None)  # reads data.cmvn / global stats where supported
+        config = from_data(data_config) if from_data else FeatureConfig(features=data_config.get("features", "fbank"))
+        self.features, self.cmvn, self.num_mel_bins = config.features, config.cmvn, config.num_mel_bins
+        self.stats = None
+        if getattr(config, "global_cmvn", ""):
+            with np.load(config.global_cmvn) as stats:
+                self.stats = stats["mean"].astype(np.float32), stats["std"].astype(np.float32)
+
+    def min_samples(self) -> int:
+        return 400  # one 25 ms window: fbank's first frame, wav2vec2's first conv
+
+    def __call__(self, wave: np.ndarray) -> torch.Tensor:
+        if self.features == "wave":
+            return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        feats = compute_fbank(wave, self.num_mel_bins)
+        if self.stats is not None:
+            feats = global_cmvn(feats, *self.stats)
+        elif self.cmvn:
+            feats = utterance_cmvn(feats)
+        return torch.from_numpy(feats)
+
+    def length(self, n_samples: int) -> int:
+        return n_samples if self.features == "wave" else fbank_frames(n_samples)
+
+
+def _decoder_layers(model) -> list[DecoderLayer]:
+    """The decoder layers of every TransformerDecoder in the model (the one decode_step runs records)."""
+    return [layer for module in model.modules() if isinstance(module, TransformerDecoder) for layer in module.layers]
+
+
+class StreamingTranslator:
+    """One utterance at a time: `push(samples, finished)` -> the newly committed piece; `reset()` between."""
+
+    def __init__(self, model, vocab, data_config: dict[str, Any], options: PolicyOptions, *, task: str = "st",
+                 tgt_lang: str = "de", src_lang: str = "en", device: str = "cpu"):
+        self.model, self.vocab, self.options, self.device = model.eval(), vocab, options, device
+        self.task = get_task(task)
+        self.features = FeatureExtractor(data_config)
+        self.tag_lang = {"tgt_lang": tgt_lang, "src_lang": src_lang}[self.task.prefix_lang]
+        self.use_tag = data_config.get("prepend_lang_tag", True)
+        if options.policy == "alignatt":
+            decoders = [m for m in model.modules() if isinstance(m, TransformerDecoder)]
+            if not decoders:
+                raise ValueError("alignatt needs a model whose decoder is a TransformerDecoder (cross-attention)")
+            self.attn_layers = [d.layers[options.attn_layer] for d in decoders]
+        self.reset()
+
+    def reset(self) -> None:
+        self.wave = np.zeros(0, dtype=np.float32)
+        self.committed: list[int] = []
+        self.committed_text = ""
+        self.chunks = 0
+        self.history: list[list[int]] = []  # la: the last hypotheses (without the forced prefix)
+        self.finished = False
+
+    # ------------------------------------------------------------------------------------------ batch / decode
+
+    def _batch(self) -> dict[str, Any]:
+        audio = self.features(self.wave)
+        length = audio.size(0)
+        batch: dict[str, Any] = {
+            "ids": ["stream"], "task": self.task.name, "audio": audio.unsqueeze(0).to(self.device),
+            "audio_lengths": torch.tensor([length], device=self.device),
+            "audio_padding_mask": torch.zeros(1, length, dtype=torch.bool, device=self.device),
+            "prefix": None, "ntokens": 0,
+        }
+        if self.use_tag:
+            batch["prefix"] = torch.tensor([[self.vocab.tag(self.tag_lang)]], device=self.device)
+        return batch
+
+    def _forced(self, batch: dict[str, Any]) -> list[int]:
+        prefix = self.model.decode_prefix(batch)
+        return [] if prefix is None else prefix[0].tolist()
+
+    def _max_len(self) -> int:
+        return int(self.options.max_len_a * self.features.length(len(self.wave)) + self.options.max_len_b)
+
+    def _greedy(self, batch: dict[str, Any], enc, budget: int | None, check_attention: bool,
+                allow_eos: bool) -> tuple[list[int], bool]:
+        """Greedy continuation of forced prefix + committed: up to `budget` new tokens (None: no limit).
+
+        Returns the new tokens and whether </s> was reached (and allowed). With `check_attention` a candidate
+        whose cross-attention argmax lies in the last `frames` encoder frames stops the continuation."""
+        forced = self._forced(batch)
+        tokens = [self.model.eos] + forced + self.committed
+        processors = self.model.logit_processors(batch) + [NoToken(self.model.pad)]
+        n_frames = int((~enc["memory_padding_mask"][0]).sum()) if "memory_padding_mask" in enc else None
+        new: list[int] = []
+        cache = None
+        max_len = self._max_len()
+        for layer in self.attn_layers if check_attention else []:
+            layer.keep_cross_attention = True
+        try:
+            while budget is None or len(new) < budget:
+                if len(tokens) - 1 - len(forced) >= max_len:
+                    return new, True
+                row = torch.tensor([tokens], device=self.device)
+                for layer in self.attn_layers if check_attention else []:
+                    layer.cross_attention = None
+                lp, cache = self.model.decode_step(row, enc, cache)
+                lp = apply_processors(processors, lp.float(), len(tokens) - 1, row, self.model.eos)
+                token = int(lp[0].argmax())
+                if token == self.model.eos:
+                    return new, allow_eos
+                if check_attention:
+                    attn = next(layer.cross_attention for layer in self.attn_layers
+                                if layer.cross_attention is not None)[0, -1]
+                    frames = n_frames if n_frames is not None else attn.size(-1)
+                    if int(attn[:frames].argmax()) >= frames - self.options.frames:
+                        return new, False
+                new.append(token)
+                tokens.append(token)
+            return new, False
+        finally:
+            for layer in self.attn_layers if check_attention else []:
+                layer.keep_cross_attention, layer.cross_attention = False, None
+
+    def _beam(self, batch: dict[str, Any], beam: int) -> list[int]:
+        """Full re-decoding with forced prefix + committed tokens (beam search); the tokens after them."""
+        forced = self._forced(batch)
+        if len(self.committed) >= self._max_len():
+            return []
+        prefix = torch.tensor([forced + self.committed], device=self.device) if forced + self.committed else None
+        # the length limit counts the forced tokens too: the same a·|x| + b generated tokens as _greedy
+        hyp = beam_search(self.model, batch, beam=beam, max_len_a=self.options.max_len_a,
+                          max_len_b=self.options.max_len_b + len(forced), prefix=prefix)[0][0].tokens
+        hyp = hyp[:-1] if hyp and hyp[-1] == self.model.eos else hyp
+        return hyp[len(forced) + len(self.committed):]
+
+    # ------------------------------------------------------------------------------------------ policy
+
+    @torch.inference_mode()
+    def push(self, samples: np.ndarray | list[float], finished: bool = False) -> Commit:
+        """Append a chunk of 16 kHz float samples; returns what the policy commits after it."""
+        if self.finished:
+            raise RuntimeError("the utterance is finished: reset() before the next one")
+        self.wave = np.concatenate([self.wave, np.asarray(samples, dtype=np.float32)])
+        self.chunks += 1
+        seconds = len(self.wave) / SAMPLE_RATE
+        if len(self.wave) < self.features.min_samples():
+            if not finished:
+                return Commit([], "", seconds, False)
+            self.finished = True
+            return Commit([], "", seconds, True)
+        new = self._decide(finished)
+        self.committed += new
+        self.finished = finished
+        text = self.text()
+        piece = text[len(self.committed_text):] if text.startswith(self.committed_text) else text
+        self.committed_text = text
+        return Commit(new, piece, seconds, finished)
+
+    def text(self) -> str:
+        return self.model.output_texts(self.committed, self.vocab, self.task).get(self.task.output, "")
+
+    def _decide(self, finished: bool) -> list[int]:
+        o = self.options
+        batch = self._batch()
+        if finished:
+            if o.policy == "la" or o.final_beam > 1:
+                return self._beam(batch, max(o.final_beam, o.la_beam if o.policy == "la" else 1))
+            return self._greedy(batch, self.model.encode(batch), None, False, True)[0]
+        if o.policy == "waitk":
+            allowed = self.chunks - o.k + 1
+            if allowed <= len(self.committed):
+                return []
+            return self._greedy(batch, self.model.encode(batch), allowed - len(self.committed), False, False)[0]
+        if o.policy == "alignatt":
+            return self._greedy(batch, self.model.encode(batch), None, True, False)[0]
+        # local agreement: hypotheses are whole continuations of what is committed
+        hyp = self.committed + self._beam(batch, o.la_beam)
+        self.history = (self.history + [hyp])[-o.la_n:]
+        if len(self.history) < o.la_n:
+            return []
+        agreed = longest_common_prefix(self.history)
+        return agreed[len(self.committed):] if len(agreed) > len(self.committed) else []
+
+
+def longest_common_prefix(seqs: list[list[int]]) -> list[int]:
+    out: list[int] = []
+    for items in zip(*seqs):
+        if any(item != items[0] for item in items):
+            break
+        out.append(items[0])
+    return out
+
+
+def chunks_of(wave: np.ndarray, chunk_ms: float) -> list[np.ndarray]:
+    size = max(1, math.ceil(chunk_ms / 1000 * SAMPLE_RATE))
+    return [wave[i:i + size] for i in range(0, len(wave), size)] or [wave]
+
+
+def stream_wave(translator: StreamingTranslator, wave: np.ndarray, chunk_ms: float) -> list[Commit]:
+    """Push a whole wave in chunks of `chunk_ms`; the commits (empty ones included)."""
+    translator.reset()
+    pieces = chunks_of(wave, chunk_ms)
+    return [translator.push(piece, finished=i == len(pieces) - 1) for i, piece in enumerate(pieces)]
+
+
+@dataclass
+class Piece:
+    """A committed piece of a stream: its text, the absolute audio time of the commit, and the utterance
+    (VAD segment) it belongs to, with that segment's start; `end` is set on the last piece of a segment."""
+
+    text: str
+    time: float
+    segment: int
+    start: float
+    end: float | None = None
+
+
+def stream_segments(translator: StreamingTranslator, chunks, *, vad=None):
+    """Translate an endless stream: `chunks` yields float 16 kHz arrays; with `vad` (longform.VadOptions) an
+    utterance ends after `vad.min_silence` s of non-speech or at `vad.max_seconds`, and the translator starts
+    afresh, so memory and per-chunk cost stay bounded however long the audio. Yields `Piece`s."""
+    import webrtcvad
+
+    frame = SAMPLE_RATE * (vad.frame_ms if vad else 30) // 1000
+    detector = webrtcvad.Vad(vad.aggressiveness) if vad else None
+    received, seg_start, segment = 0, 0.0, 0
+    silent = 0.0
+    heard = False
+    translator.reset()
+    rest = np.zeros(0, dtype=np.float32)
+    for chunk in chunks:
+        chunk = np.asarray(chunk, dtype=np.float32)
+        received += len(chunk)
+        now = received / SAMPLE_RATE
+        if detector is not None:  # speech flags of the whole frames received
+            rest = np.concatenate([rest, chunk])
+            n = len(rest) // frame
+            for i in range(n):
+                pcm = (np.clip(rest[i * frame:(i + 1) * frame], -1, 1) * 32767).astype(np.int16)
+                if detector.is_speech(pcm.tobytes(), SAMPLE_RATE):
+                    silent, heard = 0.0, True
+                else:
+                    silent += frame / SAMPLE_RATE
+            rest = rest[n * frame:]
+        end = vad is not None and heard and (silent >= vad.min_silence or now - seg_start >= vad.max_seconds)
+        commit = translator.push(chunk, finished=end)
+        if commit.text or end:
+            yield Piece(commit.text, now, segment, seg_start, now if end else None)
+        if end:
+            segment, seg_start, heard, silent = segment + 1, now, False, 0.0
+            translator.reset()
+        elif vad is not None and not heard and silent >= vad.min_silence:
+            seg_start = now  # leading silence is dropped, not translated
+            translator.reset()
+    if translator.chunks and not translator.finished:
+        commit = translator.push(np.zeros(0, dtype=np.float32), finished=True)
+        yield Piece(commit.text, received / SAMPLE_RATE, segment, seg_start, received / SAMPLE_RATE)

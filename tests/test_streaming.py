@@ -1,0 +1,327 @@
+"""Streaming: policies (wait-k, LA-n, AlignAtt) against hand computations with the model's teacher-forced
+decoder, cross-attention weights, the chunk-causal encoder, the SimulEval agent, VAD, subtitles, `speechxl stream`."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from tiny_run import make_corpus, tiny_config
+
+from speechxl.checkpoint import load_model
+from speechxl.cli import main
+from speechxl.config import config_from_dict
+from speechxl.data.audio import load_audio
+from speechxl.inference.longform import VadOptions, resegment, vad_segments, write_subtitles
+from speechxl.inference.streaming import PolicyOptions, StreamingTranslator, chunks_of, longest_common_prefix
+from speechxl.modules.transformer import MultiheadAttention, TransformerEncoder
+from speechxl.train.loop import train
+
+CHUNK_MS = 60
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    corpus = make_corpus(root / "corpus")
+    train(config_from_dict(tiny_config(corpus, root / "run", max_update=40, lr=5e-3, validate_every=0,
+                                       save_every=0)))
+    model, vocab, config = load_model(root / "run" / "checkpoints" / "last")
+    return corpus, root / "run" / "checkpoints" / "last", model, vocab, config
+
+
+def _run(translator, wave):
+    """Push `wave` chunk by chunk; the committed token list before and after each chunk."""
+    translator.reset()
+    pieces = chunks_of(wave, CHUNK_MS)
+    states = []
+    for i, piece in enumerate(pieces):
+        before = list(translator.committed)
+        commit = translator.push(piece, finished=i == len(pieces) - 1)
+        states.append((len(translator.wave), before, list(translator.committed), commit))
+    return states
+
+
+def _teacher_forced(translator, n_samples, tokens, attention=False):
+    """Log-probs (t, V) and optionally cross-attention (t, S) of the last decoder layer after each of
+    [eos] + forced + tokens, with the audio prefix of `n_samples` samples: the independent reference."""
+    model = translator.model
+    wave = translator.wave
+    translator.wave = wave[:n_samples]
+    batch = translator._batch()
+    translator.wave = wave
+    prev = torch.tensor([[model.eos] + translator._forced(batch) + tokens])
+    layer = model.decoder.layers[-1]
+    with torch.no_grad():
+        enc = model.encode(batch)
+        layer.keep_cross_attention = attention
+        logits = model.decoder(prev, enc["memory"], enc["memory_padding_mask"])
+        layer.keep_cross_attention = False
+    lp = torch.log_softmax(logits[0], -1)
+    lp[:, model.pad] = -float("inf")
+    return lp, (layer.cross_attention[0] if attention else None), len(translator._forced(batch))
+
+
+def _wave(corpus, name="train3"):
+    return load_audio(str(corpus / "wav" / f"{name}.wav"))
+
+
+def test_cross_attention_weights_by_hand_and_output_unchanged():
+    torch.manual_seed(0)
+    attn = MultiheadAttention(8, 2).eval()
+    x, mem = torch.randn(3, 2, 8), torch.randn(1, 5, 8)  # 3 beam rows of one utterance
+    mask = torch.tensor([[True, True, True, True, False]])[:, None, None, :]
+    keys, values = attn.keys_values(mem)
+    w = attn.weights(x, keys, mask)
+    q = attn.q_proj(x).view(3, 2, 2, 4).transpose(1, 2)
+    k = attn.k_proj(mem).view(1, 5, 2, 4).transpose(1, 2)
+    scores = (q @ k.transpose(-1, -2)) / 2.0
+    scores[..., 4] = -float("inf")
+    torch.testing.assert_close(w, scores.softmax(-1).mean(1))
+    assert torch.all(w[..., 4] == 0)
+
+
+def test_decoder_records_attention_without_changing_its_output(trained):
+    *_, model, vocab, config = trained
+    memory, tokens = torch.randn(1, 7, 16), torch.tensor([[model.eos, 5, 9]])
+    with torch.no_grad():
+        plain = model.decoder(tokens, memory, None)
+        layer = model.decoder.layers[-1]
+        layer.keep_cross_attention = True
+        recorded = model.decoder(tokens, memory, None)
+        layer.keep_cross_attention = False
+    torch.testing.assert_close(plain, recorded)
+    assert layer.cross_attention.shape == (1, 3, 7)
+    torch.testing.assert_close(layer.cross_attention.sum(-1), torch.ones(1, 3))
+
+
+def test_chunk_causal_encoder_padding_and_stable_past():
+    torch.manual_seed(0)
+    enc = TransformerEncoder(2, 8, 2, 16, dropout=0.0, chunk_frames=3).eval()
+    x = torch.randn(2, 10, 8)
+    lengths = torch.tensor([10, 7])
+    padding = torch.arange(10)[None, :] >= lengths[:, None]
+    with torch.no_grad():
+        batched = enc(x, padding)
+        for b, n in enumerate(lengths.tolist()):  # a padded batch equals each utterance alone
+            torch.testing.assert_close(batched[b, :n], enc(x[b:b + 1, :n], None)[0], atol=1e-5, rtol=1e-5)
+        # appending frames leaves the complete chunks (frames 0..5 of 7) unchanged, not the partial one
+        short, longer = enc(x[:1, :7], None), enc(x[:1], None)
+    torch.testing.assert_close(short[0, :6], longer[0, :6], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(short[0, 6], longer[0, 6], atol=1e-4)
+    full = TransformerEncoder(2, 8, 2, 16, dropout=0.0).eval()
+    full.load_state_dict(enc.state_dict())
+    with torch.no_grad():  # without the mask the past does change
+        assert not torch.allclose(full(x[:1, :7], None)[0, :6], full(x[:1], None)[0, :6], atol=1e-4)
+
+
+@pytest.mark.parametrize("policy", ["waitk", "la", "alignatt"])
+def test_committed_text_only_grows(trained, policy):
+    corpus, _, model, vocab, config = trained
+    translator = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy=policy, k=2, frames=1,
+                                                                                 max_len_b=12))
+    texts = [""]
+    for _, before, after, commit in _run(translator, _wave(corpus)):  # noqa: B007 (commit read after)
+        assert after[:len(before)] == before  # never retracted
+        texts.append(texts[-1] + commit.text)
+        assert vocab.decode(after) == texts[-1]  # the pieces printed so far are the committed text
+    assert commit.finished and translator.text() == texts[-1]
+
+
+def test_waitk_reads_k_minus_1_chunks_then_writes_one_greedy_token_per_chunk(trained):
+    corpus, _, model, vocab, config = trained
+    k = 3
+    translator = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="waitk", k=k,
+                                                                                 max_len_b=50))
+    states = _run(translator, _wave(corpus))
+    for i, (n, before, after, _) in enumerate(states[:-1], start=1):
+        new = after[len(before):]
+        if i < k:
+            assert new == []
+            continue
+        lp, _, _ = _teacher_forced(translator, n, before)
+        best = int(lp[-1].argmax())
+        # one token per chunk: the greedy one, unless greedy says </s> before the source ends (then wait)
+        assert new == ([] if best == model.eos else [best]), (i, new, best)
+    # the last chunk writes the rest greedily up to </s>
+    n, before, after, _ = states[-1]
+    lp, _, _ = _teacher_forced(translator, n, after)
+    assert int(lp[-1].argmax()) == model.eos or len(after) >= 50
+
+
+def _greedy_hypothesis(translator, n, committed, max_new=12):
+    tokens = list(committed)
+    while len(tokens) < max_new:
+        lp, _, _ = _teacher_forced(translator, n, tokens)
+        best = int(lp[-1].argmax())
+        if best == translator.model.eos:
+            break
+        tokens.append(best)
+    return tokens
+
+
+def test_la_n_commits_the_longest_common_prefix_of_the_last_n_hypotheses(trained):
+    corpus, _, model, vocab, config = trained
+    translator = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="la", la_n=2,
+                                                                                 max_len_b=12))
+    states = _run(translator, _wave(corpus))
+    hyps = []
+    for n, before, after, _ in states[:-1]:
+        if n < 400:
+            continue
+        hyps.append(_greedy_hypothesis(translator, n, before))
+        expected = before if len(hyps) < 2 else max(before, longest_common_prefix(hyps[-2:]), key=len)
+        assert after == expected
+
+
+def test_alignatt_waits_while_attention_is_on_the_last_frames(trained):
+    corpus, _, model, vocab, config = trained
+    wave = _wave(corpus)
+    # f larger than the encoder: every candidate attends into the last f frames -> nothing before the end
+    never = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="alignatt", frames=10_000,
+                                                                            max_len_b=12))
+    states = _run(never, wave)
+    assert all(after == [] for _, _, after, _ in states[:-1]) and states[-1][2]
+    # f = 0: no wait, the greedy continuation is committed up to </s>
+    free = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="alignatt", frames=0,
+                                                                           max_len_b=12))
+    for n, before, after, _ in _run(free, wave)[:-1]:
+        if n >= 400:
+            assert after == _greedy_hypothesis(free, n, before)
+    # f = 1: each committed token attended before the last frame; the first held-back one attended into it
+    f = 1
+    some = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="alignatt", frames=f,
+                                                                           max_len_b=12))
+    for n, before, after, _ in _run(some, wave)[:-1]:
+        if n < 400:
+            continue
+        lp, attn, forced = _teacher_forced(some, n, after, attention=True)
+        frames = attn.size(-1)
+        steps = attn[forced + len(before): forced + len(after)]  # rows that predicted the new tokens
+        assert all(int(row.argmax()) < frames - f for row in steps)
+        if len(after) < 12 and int(lp[-1].argmax()) != model.eos:
+            assert int(attn[-1].argmax()) >= frames - f
+
+
+@pytest.mark.skipif(importlib.util.find_spec("simuleval") is None, reason="simuleval is an optional extra "
+                    "(pip install '.[streaming]')")
+def test_simuleval_agent_end_to_end(trained, synth_mustc, tmp_path):
+    from speechxl.inference.simuleval_agent import non_ca_scores
+
+    _, checkpoint, *_ = trained
+    wavs = sorted((synth_mustc / "en-de" / "data" / "tst-COMMON" / "wav").glob("*.wav"))[:1]
+    refs = (synth_mustc / "en-de" / "data" / "tst-COMMON" / "txt" / "tst-COMMON.de").read_text().splitlines()
+    # two utterances: the first two seconds of the first talk, and the next two
+    wave, rate = sf.read(wavs[0], dtype="float32")
+    sources = []
+    for i in range(2):
+        path = tmp_path / f"utt{i}.wav"
+        sf.write(path, wave[i * 2 * rate:(i + 1) * 2 * rate], rate)
+        sources.append(str(path))
+    (tmp_path / "source.txt").write_text("\n".join(sources) + "\n")
+    (tmp_path / "target.txt").write_text("\n".join(refs[:2]) + "\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "simuleval.cli", "--agent-class", "speechxl.inference.simuleval_agent.SpeechXLAgent",
+           "--checkpoint", str(checkpoint), "--policy", "waitk", "--waitk", "2", "--max-len-b", "12",
+           "--source", str(tmp_path / "source.txt"), "--target", str(tmp_path / "target.txt"),
+           "--source-segment-size", "280", "--output", str(out), "--computation-aware"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1",
+                                                                                  "PATH": "/usr/bin:/bin"})
+    lines = (out / "instances.log").read_text().splitlines()
+    assert len(lines) == 2, done.stderr[-2000:]
+    import json
+
+    logged = [json.loads(line) for line in lines]
+    assert all(row["source_length"] > 0 for row in logged)
+    # every word written once, with a delay no later than the end of its source
+    for row in logged:
+        assert len(row["delays"]) == len(row["prediction"].split())
+        assert all(d <= row["source_length"] + 1e-6 for d in row["delays"])
+    scores = non_ca_scores(out)
+    assert scores["n_scored"] == sum(1 for row in logged if row["delays"]) >= 1
+    assert scores["AL"] <= scores["AL_CA"] and scores["LAAL"] <= scores["LAAL_CA"]
+
+
+def test_vad_splits_a_talk_at_its_silence(synth_mustc):
+    wav = sorted((synth_mustc / "en-de" / "data" / "tst-COMMON" / "wav").glob("*.wav"))[0]
+    wave, rate = sf.read(wav, dtype="float32")
+    speech = wave[:rate * 2]
+    talk = np.concatenate([speech, np.zeros(rate, dtype=np.float32), speech])  # speech - 1 s silence - speech
+    segments = vad_segments(talk, VadOptions(min_silence=0.5))
+    assert segments[0][0] < 2.0 and segments[-1][1] > 3.5  # speech on both sides of the silence is kept
+    cuts = [(a[1], b[0]) for a, b in zip(segments, segments[1:])]
+    assert any(end < 3.0 and start > 2.0 for end, start in cuts), segments  # a cut overlaps the silence
+    long = vad_segments(np.tile(speech, 10), VadOptions(max_seconds=3.0, min_silence=5.0))
+    assert all(e - s <= 3.0 + 1e-6 for s, e in long)
+
+
+def test_subtitles_parse_back(tmp_path):
+    import srt
+    import webvtt
+
+    segments, texts = [(0.0, 1.5), (2.25, 3.0), (3.5, 4.0)], ["Hallo Welt.", "Zwei", "  "]
+    write_subtitles(tmp_path / "a.srt", segments, texts, "srt")
+    subs = list(srt.parse((tmp_path / "a.srt").read_text()))
+    assert [(s.start.total_seconds(), s.end.total_seconds(), s.content) for s in subs] == \
+        [(0.0, 1.5, "Hallo Welt."), (2.25, 3.0, "Zwei")]
+    write_subtitles(tmp_path / "a.vtt", segments, texts, "vtt")
+    caps = webvtt.read(str(tmp_path / "a.vtt"))
+    assert [(c.start, c.end, c.text) for c in caps] == [("00:00:00.000", "00:00:01.500", "Hallo Welt."),
+                                                        ("00:00:02.250", "00:00:03.000", "Zwei")]
+
+
+def test_resegment_follows_the_reference_segments():
+    refs = ["Das ist gut.", "Ich bin hier.", "Der Hund."]
+    assert resegment(refs, "Das ist gut ich bin hier. Der Hund.") == ["Das ist gut", "ich bin hier.", "Der Hund."]
+
+
+def test_stream_cli_prints_committed_pieces_with_times(trained, capsys, tmp_path):
+    corpus, checkpoint, *_ = trained
+    main(["stream", "--checkpoint", str(checkpoint), "--audio", str(corpus / "wav" / "train3.wav"),
+          "--chunk-ms", "60", "--policy", "waitk", "--waitk", "2", "--segment", "none",
+          "--format", "srt", "--out", str(tmp_path / "s.srt")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(re.fullmatch(r"\[ *\d+\.\d\ds\] .*", line) for line in lines)
+    times = [float(line[1:line.index("s]")]) for line in lines]
+    assert times == sorted(times) and times[-1] == pytest.approx(len(_wave(corpus)) / 16000, abs=0.01)
+
+
+def test_translate_long_audio_by_vad_writes_timed_subtitles(trained, synth_mustc, tmp_path, capsys):
+    import srt
+
+    _, checkpoint, *_ = trained
+    wav = sorted((synth_mustc / "en-de" / "data" / "tst-COMMON" / "wav").glob("*.wav"))[0]
+    wave, rate = sf.read(wav, dtype="float32")
+    talk = np.concatenate([wave[:2 * rate], np.zeros(rate, dtype=np.float32), wave[:2 * rate]])
+    sf.write(tmp_path / "talk.wav", talk, rate)
+    main(["translate", "--checkpoint", str(checkpoint), "--audio", str(tmp_path / "talk.wav"), "--segment", "vad",
+          "--format", "srt", "--max-segment", "4", "--beam", "2", "--max-len-b", "12", "--out", str(tmp_path / "o")])
+    report = __import__("json").loads((tmp_path / "o" / "segments.json").read_text())
+    segments = report["files"][0]["segments"]
+    assert len(segments) >= 2 and all(s["end"] - s["start"] <= 4.0 + 1e-6 for s in segments)
+    subs = list(srt.parse((tmp_path / "o" / "talk.srt").read_text()))
+    assert [(round(s.start.total_seconds(), 3), s.content) for s in subs] == \
+        [(seg["start"], seg["text"]) for seg in segments if seg["text"].strip()]
+
+
+def test_chunk_causal_option_reaches_the_model_encoder(trained):
+    from tiny_run import TINY_MODEL
+
+    from speechxl.models.base import build_model
+
+    *_, vocab, _ = trained
+    model = build_model({**TINY_MODEL, "encoder_chunk_frames": 2, "dropout": 0.0}, vocab).eval()
+    assert model.encoder.chunk_frames == 2 and model.checkpoint_config()["encoder_chunk_frames"] == 2
+    torch.manual_seed(0)
+    feats, lengths = torch.randn(2, 90, 80), torch.tensor([90, 61])
+    batch = {"audio": feats, "audio_lengths": lengths}
+    with torch.no_grad():
+        both = model.encode(batch)
+        alone = model.encode({"audio": feats[1:, :61], "audio_lengths": lengths[1:]})
+    n = int((~alone["memory_padding_mask"][0]).sum())
+    torch.testing.assert_close(both["memory"][1, :n], alone["memory"][0, :n], atol=1e-5, rtol=1e-5)
