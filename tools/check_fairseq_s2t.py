@@ -41,6 +41,33 @@ def export(directory: str) -> None:
 
     corpus = make_corpus(Path(directory) / "corpus", n_train=8, n_dev=6)
     print(json.dumps(export_fairseq_data(corpus, Path(directory) / "fs", ["train", "dev"])))
+    print(json.dumps(export_fairseq_data(corpus, Path(directory) / "fs_flac", ["dev"], audio="flac")))
+
+
+def _load_items(root: Path, split: str, out: Path) -> int:
+    """fairseq's SpeechToTextDatasetCreator on an exported directory; items saved to `out`."""
+    from argparse import Namespace
+
+    from fairseq.data import Dictionary, encoders
+    from fairseq.data.audio.speech_to_text_dataset import S2TDataConfig, SpeechToTextDatasetCreator
+
+    cfg = S2TDataConfig(root / "config_st.yaml")
+    tgt_dict = Dictionary.load(str(root / cfg.vocab_filename))
+    bpe = encoders.build_bpe(Namespace(**cfg.bpe_tokenizer))
+    dataset = SpeechToTextDatasetCreator.from_tsv(
+        str(root), cfg, split, tgt_dict, None, bpe, is_train_split=False, epoch=1, seed=1
+    )
+    from fairseq.data.audio.audio_utils import get_features_or_waveform
+
+    # what fairseq's reader returns for each byte range, before the dataset's own processing
+    raw = [get_features_or_waveform(p, need_waveform=cfg.use_audio_input) for p in dataset.audio_paths]
+    np.savez(
+        out,
+        **{f"source{i}": dataset[i].source.numpy() for i in range(len(dataset))},
+        **{f"target{i}": dataset[i].target.numpy() for i in range(len(dataset))},
+        **{f"raw{i}": raw[i] for i in range(len(dataset))},
+    )
+    return len(dataset)
 
 
 def make(directory: str) -> None:
@@ -49,6 +76,12 @@ def make(directory: str) -> None:
     from fairseq.sequence_generator import SequenceGenerator
 
     fs = Path(directory) / "fs"
+    # flac.zip: fairseq's get_waveform always calls convert_waveform, which imports torchaudio even when there is
+    # nothing to convert (16 kHz mono in, 16 kHz mono out); the venv has no torchaudio, so that no-op is bypassed
+    from fairseq.data.audio import audio_utils
+
+    audio_utils.convert_waveform = lambda waveform, sample_rate, **_: (waveform, sample_rate)
+    flac_items = _load_items(Path(directory) / "fs_flac", SPLIT, Path(directory) / "fairseq_flac_items.npz")
     args = argparse.Namespace(
         task="speech_to_text",
         arch="s2t_transformer_xs",
@@ -122,6 +155,7 @@ def make(directory: str) -> None:
         json.dumps(
             {
                 "items": len(items),
+                "flac_items": flac_items,
                 "checkpoint": str(Path(directory) / "checkpoint_best.pt"),
                 "state_keys": sorted(model.state_dict())[:8],
             }
@@ -171,6 +205,44 @@ def compare(directory: str) -> None:
                 "source_max_abs_diff_fs_layout": source_diff,
                 "source_max_abs_diff_from_wav_native_cmvn": original_diff,
                 "targets_equal": targets_equal,
+            }
+        )
+    )
+
+    flac_ref = np.load(directory / "fairseq_flac_items.npz")
+    flac_cfg = read_fairseq_config(directory / "fs_flac" / "config_st.yaml")
+    flac = SpeechTextDataset.from_manifest(
+        directory / "fs_flac" / f"{SPLIT}.tsv",
+        "st",
+        vocab,
+        features=FeatureConfig.from_data(flac_cfg.data),
+        prepend_lang_tag=flac_cfg.data["prepend_lang_tag"],
+    )
+    print(
+        json.dumps(
+            {
+                "check": "flac.zip dataset items",
+                "n": len(flac),
+                "features": flac_cfg.data["features"],
+                # fairseq's reader (get_features_or_waveform on the byte range) against ours
+                "reader_wave_max_abs_diff": max(
+                    float(np.abs(flac[i].audio.numpy() - flac_ref[f"raw{i}"].reshape(-1)).max())
+                    for i in range(len(flac))
+                ),
+                # fairseq 0.12.3's dataset item: S2TDataConfig.standardize_audio lacks @property, so the bound
+                # method is always true and every waveform is layer-normed; ours standardised the same way
+                "item_vs_standardised_wave_max_abs_diff": max(
+                    float(
+                        np.abs(
+                            torch.nn.functional.layer_norm(flac[i].audio, flac[i].audio.shape).numpy()
+                            - flac_ref[f"source{i}"].reshape(-1)
+                        ).max()
+                    )
+                    for i in range(len(flac))
+                ),
+                "targets_equal": all(
+                    flac[i].target.tolist() == flac_ref[f"target{i}"].tolist() for i in range(len(flac))
+                ),
             }
         )
     )
