@@ -424,6 +424,43 @@ def test_converted_fairseq_checkpoint_matches_and_translates_a_tagless_manifest(
     assert len((tmp_path / "hyp" / "hyp.txt").read_text().splitlines()) == 3
 
 
+def test_translate_names_a_bad_byte_range_and_translates_the_rest(tmp_path, fairseq_dir):
+    fairseq_checkpoint(tmp_path)
+    main(
+        [
+            "convert",
+            "fairseq-s2t",
+            str(tmp_path / "checkpoint_best.pt"),
+            str(tmp_path / "ours"),
+            "--config",
+            str(fairseq_config(tmp_path / "config_st.yaml")),
+        ]
+    )
+    root, _, _ = fairseq_dir
+    rows = read_manifest(root / "tst_st.tsv")
+    path, offset, length = rows[1]["audio"].rsplit(":", 2)
+    rows[1]["audio"] = f"{path}:{int(offset) + 2}:{length}"
+    write_tsv(root / "bad.tsv", FAIRSEQ_HEADER, rows)
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(tmp_path / "ours"),
+            "--manifest",
+            str(root / "bad.tsv"),
+            "--out",
+            str(tmp_path / "hyp"),
+            "--max-len-b",
+            "6",
+        ]
+    )
+    score = json.loads((tmp_path / "hyp" / "score.json").read_text())
+    assert [(f["line"], f["id"]) for f in score["failed"]] == [(3, "utt1")]
+    assert "not the start of any member" in score["failed"][0]["reason"]
+    hyps = (tmp_path / "hyp" / "hyp.txt").read_text().split("\n")[:3]
+    assert hyps[1] == "" and len(hyps) == 3
+
+
 def test_a_tagged_model_takes_the_languages_from_the_command_line(tmp_path, fairseq_dir):
     hf, pieces = fairseq_checkpoint(tmp_path)
     config = fairseq_config(tmp_path / "config_st.yaml", prepend_tgt_lang_tag=True)
