@@ -325,3 +325,23 @@ def test_chunk_causal_option_reaches_the_model_encoder(trained):
         alone = model.encode({"audio": feats[1:, :61], "audio_lengths": lengths[1:]})
     n = int((~alone["memory_padding_mask"][0]).sum())
     torch.testing.assert_close(both["memory"][1, :n], alone["memory"][0, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_stream_vad_ends_an_utterance_at_the_pause(trained, synth_mustc):
+    from speechxl.inference.streaming import stream_segments
+
+    *_, model, vocab, config = trained
+    wav = sorted((synth_mustc / "en-de" / "data" / "tst-COMMON" / "wav").glob("*.wav"))[0]
+    wave, rate = sf.read(wav, dtype="float32")
+    speech = wave[:2 * rate]
+    talk = np.concatenate([speech, np.zeros(rate, dtype=np.float32), speech])
+    translator = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="waitk", k=2, max_len_b=8))
+    pieces = list(stream_segments(translator, chunks_of(talk, 280), vad=VadOptions(min_silence=0.3)))
+    ends = [(p.start, p.end) for p in pieces if p.end is not None]
+    assert len(ends) >= 2 and [p.segment for p in pieces] == sorted(p.segment for p in pieces)
+    offline = vad_segments(talk, VadOptions(min_silence=0.3))  # the same webrtcvad decisions, offline
+    assert len(ends) == len(offline) == 2 and offline[0][1] <= 2.2 and offline[1][0] >= 2.9  # cut at the pause
+    # the first utterance ends 0.3 s into the pause (mid-chunk: chunks are 280 ms), the next starts with speech
+    assert ends[0] == pytest.approx((offline[0][0], offline[0][1] + 0.3), abs=0.031)
+    assert ends[1][0] == pytest.approx(offline[1][0], abs=0.031)
+    assert ends[1][1] == pytest.approx(len(talk) / rate, abs=0.03)

@@ -289,41 +289,59 @@ class Piece:
 
 def stream_segments(translator: StreamingTranslator, chunks, *, vad=None):
     """Translate an endless stream: `chunks` yields float 16 kHz arrays; with `vad` (longform.VadOptions) an
-    utterance ends after `vad.min_silence` s of non-speech or at `vad.max_seconds`, and the translator starts
-    afresh, so memory and per-chunk cost stay bounded however long the audio. Yields `Piece`s."""
+    utterance ends where `vad.min_silence` s of non-speech follow speech (the chunk is cut there), or at
+    `vad.max_seconds`; the translator then starts afresh, so memory and per-chunk cost stay bounded however long
+    the audio. Leading non-speech is dropped. Yields `Piece`s."""
     import webrtcvad
 
     frame = SAMPLE_RATE * (vad.frame_ms if vad else 30) // 1000
     detector = webrtcvad.Vad(vad.aggressiveness) if vad else None
-    received, seg_start, segment = 0, 0.0, 0
-    silent = 0.0
-    heard = False
+    state = {"received": 0, "start": 0.0, "segment": 0, "silent": 0, "heard": False}
+    pending = np.zeros(0, dtype=np.float32)  # samples not yet cut into VAD frames
     translator.reset()
-    rest = np.zeros(0, dtype=np.float32)
+
+    def push(samples: np.ndarray, end: bool):
+        state["received"] += len(samples)
+        now = state["received"] / SAMPLE_RATE
+        if not state["heard"] and not end:  # nothing spoken yet: drop the silence, do not translate it
+            state["start"] = now
+            return
+        commit = translator.push(samples, finished=end)
+        if commit.text or end:
+            yield Piece(commit.text, now, state["segment"], state["start"], now if end else None)
+        if end:
+            state.update(segment=state["segment"] + 1, start=now, heard=False, silent=0)
+            translator.reset()
+
     for chunk in chunks:
         chunk = np.asarray(chunk, dtype=np.float32)
-        received += len(chunk)
-        now = received / SAMPLE_RATE
-        if detector is not None:  # speech flags of the whole frames received
-            rest = np.concatenate([rest, chunk])
-            n = len(rest) // frame
-            for i in range(n):
-                pcm = (np.clip(rest[i * frame:(i + 1) * frame], -1, 1) * 32767).astype(np.int16)
-                if detector.is_speech(pcm.tobytes(), SAMPLE_RATE):
-                    silent, heard = 0.0, True
-                else:
-                    silent += frame / SAMPLE_RATE
-            rest = rest[n * frame:]
-        end = vad is not None and heard and (silent >= vad.min_silence or now - seg_start >= vad.max_seconds)
-        commit = translator.push(chunk, finished=end)
-        if commit.text or end:
-            yield Piece(commit.text, now, segment, seg_start, now if end else None)
-        if end:
-            segment, seg_start, heard, silent = segment + 1, now, False, 0.0
-            translator.reset()
-        elif vad is not None and not heard and silent >= vad.min_silence:
-            seg_start = now  # leading silence is dropped, not translated
-            translator.reset()
+        if detector is None:
+            state["heard"] = True
+            yield from push(chunk, False)
+            continue
+        # cut the chunk where a pause completes or the segment reaches its limit
+        first = len(pending)  # pending[j] is chunk[j - first]: the first samples are left from the last chunk
+        pending = np.concatenate([pending, chunk])
+        used = 0  # samples of `chunk` already pushed
+        n = len(pending) // frame
+        for f in range(n):
+            pcm = (np.clip(pending[f * frame:(f + 1) * frame], -1, 1) * 32767).astype(np.int16)
+            if detector.is_speech(pcm.tobytes(), SAMPLE_RATE):
+                if not state["heard"]:  # speech starts: the segment starts at this frame
+                    skip = max(0, (f * frame) - first - used)
+                    yield from push(chunk[used:used + skip], False)
+                    used += skip
+                state["silent"], state["heard"] = 0, True
+            else:
+                state["silent"] += 1
+            cut = max(0, (f + 1) * frame - first)  # end of this frame within the chunk
+            length = (state["received"] + cut - used) / SAMPLE_RATE - state["start"]
+            pause = state["heard"] and state["silent"] * vad.frame_ms / 1000 >= vad.min_silence
+            if pause or (state["heard"] and length >= vad.max_seconds):
+                yield from push(chunk[used:cut], True)
+                used = cut
+        pending = pending[n * frame:]
+        if used < len(chunk):
+            yield from push(chunk[used:], False)
     if translator.chunks and not translator.finished:
-        commit = translator.push(np.zeros(0, dtype=np.float32), finished=True)
-        yield Piece(commit.text, received / SAMPLE_RATE, segment, seg_start, received / SAMPLE_RATE)
+        yield from push(np.zeros(0, dtype=np.float32), True)
