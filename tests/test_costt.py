@@ -16,10 +16,10 @@ from tiny_run import make_corpus
 
 from speechxl import checkpoint as ckpt
 from speechxl.config import config_from_dict
-from speechxl.data.dataset import FeatureConfig, load_datasets
+from speechxl.data.dataset import load_datasets
 from speechxl.data.vocab import Vocab
 from speechxl.errors import TrainingError
-from speechxl.inference.decode import DecodeOptions, decode_batch
+from speechxl.inference.decode import DecodeOptions
 from speechxl.inference.search import SearchStep, beam_search
 from speechxl.inference.translate import translate
 from speechxl.models import build_model
@@ -236,7 +236,6 @@ def test_costt_trains_decodes_and_scores_end_to_end(synth_data, tmp_path):
 
 
 def test_lut_trains_decodes_and_scores_end_to_end_without_its_teacher(synth_data, tmp_path):
-    vocab = Vocab.load(synth_data / "spm.model")
     teacher_dir = _teacher(tmp_path, synth_data / "spm.model")
     model = {"arch": "lut", **TINY, "teacher_path": str(teacher_dir)}
     stages = [{"name": "st", "tasks": {"triplet": 1.0}, "max_update": 3}]

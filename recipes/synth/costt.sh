@@ -7,17 +7,20 @@
 #   - the transcript WER of COSTT's first pass (the text before <ast>)
 #
 #   bash recipes/synth/costt.sh [--stage N] [--stop-stage M] [--data DIR] [--exp DIR] [--updates 600]
-#        [--train 1000] [--ext-mt 50000] [--beam 5] [-- key=value ...]
+#        [--train 1000] [--ext-mt 50000] [--beam 5] [--ctc-updates 900] [-- key=value ...]
 #
 # Stages: 0 synth  1 prep  2 COSTT steps 1-2 (MT, CTC; saves the teacher and the step-2 weights)
 #         3 COSTT step 3 with and without shrinking  4 S2T baseline  5 LUT with and without MSE
 #         6 decode tst-COMMON (beam 5), shrink statistics, the table ($exp/results.md)
+#         7 (diagnosis) COSTT with a longer CTC step (--ctc-updates) from the same MT step, then step 3 with and
+#           without shrinking; decoded, measured and added to the table by re-running stage 6
 # --updates: updates per row (COSTT: 1/4 MT, 1/4 CTC, 1/2 ST; the others all ST). Run with OMP_NUM_THREADS=1
 # on a shared machine; the numbers in recipes/synth/README.md were made that way.
 set -euo pipefail
 
 stage=0
 stop_stage=6
+ctc_updates=900
 data=data/synth_costt
 exp=exp/synth_costt
 updates=600
@@ -39,7 +42,8 @@ while [[ $# -gt 0 ]]; do
     --ext-mt) n_ext_mt=$2; shift 2 ;;
     --beam) beam=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --ctc-updates) ctc_updates=$2; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -118,12 +122,12 @@ fi
 
 if run_stage 6; then
   say "stage 6: decode tst-COMMON (beam $beam), shrink statistics, table"
-  for run in costt costt_noshrink s2t lut lut_nomse; do
+  for run in costt costt_noshrink s2t lut lut_nomse costt_longctc costt_longctc_noshrink; do
     [[ -d $exp/$run/checkpoints/last ]] || continue
     speechxl translate --checkpoint "$exp/$run/checkpoints/last" --manifest "$prepared/tst-COMMON.tsv" \
-      --out "$exp/$run/decode" --beam "$beam" --max-tokens 20000 >/dev/null
+      --out "$exp/$run/decode" --beam "$beam" --max-tokens 20000 --max-len-b 150 >/dev/null
   done
-  for run in costt costt_noshrink; do
+  for run in costt costt_noshrink costt_longctc costt_longctc_noshrink; do
     [[ -d $exp/$run/checkpoints/last ]] || continue
     python3 "$here/shrink_stats.py" "$exp/$run/checkpoints/last" "$prepared/tst-COMMON.tsv" \
       --out "$exp/$run/shrink.json" >/dev/null
@@ -137,7 +141,10 @@ def seconds(*names):
 rows = [("COSTT (shrink: first)", "costt", ("costt_step1", "costt_step2", "costt_step3")),
         ("COSTT without shrinking", "costt_noshrink", ("costt_step1", "costt_step2", "costt_noshrink")),
         ("S2T fbank + joint CTC", "s2t", ("s2t",)), ("LUT (CTC + MSE + CE)", "lut", ("lut",)),
-        ("LUT without MSE", "lut_nomse", ("lut_nomse",))]
+        ("LUT without MSE", "lut_nomse", ("lut_nomse",)),
+        ("COSTT, long CTC step (stage 7)", "costt_longctc", ("costt_step1", "longctc_ctc", "longctc_st")),
+        ("COSTT, long CTC step, no shrinking", "costt_longctc_noshrink",
+         ("costt_step1", "longctc_ctc", "longctc_noshrink"))]
 lines = ["| model | BLEU | chrF | transcript WER | decode s (beam 5) | train s | states/token after shrink |",
          "|---|---|---|---|---|---|---|"]
 for label, run, times in rows:
@@ -150,10 +157,30 @@ for label, run, times in rows:
     ratio = json.loads(shrink.read_text())["states_per_token_after"] if shrink.is_file() else ""
     lines.append(f"| {label} | {s['bleu']:.2f} | {s['chrf']:.1f} | {'' if wer is None else f'{wer:.1f}'} | "
                  f"{s['decode_seconds']} | {seconds(*times)} | {ratio} |")
-for run in ("costt", "costt_noshrink"):
+for run in ("costt", "costt_noshrink", "costt_longctc", "costt_longctc_noshrink"):
     if (exp / run / "shrink.json").is_file():
         lines.append(f"\n{run} shrink statistics: {(exp / run / 'shrink.json').read_text().strip()}")
 (exp / "results.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
+fi
+
+if run_stage 7; then
+  say "stage 7: diagnosis: COSTT with a $ctc_updates-update CTC step from the same MT step, then step 3 ($half)"
+  python3 - "$here/conf/costt.yaml" "$exp/costt_ctc_st.yaml" <<'PY'
+import sys, yaml
+config = yaml.safe_load(open(sys.argv[1]))
+config["stages"] = config["stages"][1:]
+yaml.safe_dump(config, open(sys.argv[2], "w"), sort_keys=False)
+PY
+  long_args=(--config "$exp/costt_ctc_st.yaml" run_dir="$exp/costt_longctc" "${common[@]}"
+             train.init_from="$exp/teacher" stages.ctc.max_update="$ctc_updates" stages.st.max_update="$half"
+             "${extra[@]}")
+  timing_file=$exp/time_longctc_ctc.txt timed speechxl train --until-stage 1 "${long_args[@]}"
+  snapshot "$exp/costt_longctc" "$exp/costt_longctc_after_ctc"
+  timing_file=$exp/time_longctc_st.txt timed speechxl train "${long_args[@]}"
+  timing_file=$exp/time_longctc_noshrink.txt timed speechxl train --config "$exp/costt_step3.yaml" \
+    run_dir="$exp/costt_longctc_noshrink" "${common[@]}" model.shrink=none \
+    train.init_from="$exp/costt_longctc_after_ctc" stages.st.max_update="$half" "${extra[@]}"
+  echo "re-run stage 6 (--stage 6 --stop-stage 6) to decode these runs and add them to the table"
 fi

@@ -42,7 +42,8 @@ def main() -> None:
     per_token.sort()
     stats = {"utterances": len(per_token), "fbank_frames": frames, "acoustic_states": acoustic,
              "shrunk_states": shrunk, "transcript_tokens": tokens,
-             "states_per_token_before": round(acoustic / tokens, 3), "states_per_token_after": round(shrunk / tokens, 3),
+             "states_per_token_before": round(acoustic / tokens, 3),
+             "states_per_token_after": round(shrunk / tokens, 3),
              "shrink_factor": round(acoustic / shrunk, 3), "median_states_per_token_after": round(
                  per_token[len(per_token) // 2], 3), "utterances_with_one_state_per_token": exact}
     text = json.dumps(stats, indent=2)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from speechxl.errors import DataError
@@ -197,7 +196,8 @@ class COSTT(SpeechModel):
     def from_config(cls, config: dict[str, Any], vocab) -> "COSTT":
         for tag in ("asr", "ast"):
             if not vocab.has_tag(tag):
-                raise DataError("model config", f"costt needs the <{tag}> tag in the vocabulary (speechxl prep adds it)")
+                raise DataError("model config",
+                                f"costt needs the <{tag}> tag in the vocabulary (speechxl prep adds it)")
         return cls(CosttConfig.from_dict(config), len(vocab), vocab.pad, vocab.eos, blank=vocab.bos,
                    asr=vocab.tag("asr"), ast=vocab.tag("ast"))
 

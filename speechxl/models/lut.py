@@ -30,10 +30,9 @@ import torch
 from torch import nn
 
 from speechxl.errors import DataError, TrainingError
-from speechxl.losses import label_smoothed_nll_loss
+from speechxl.losses import ctc_loss, label_smoothed_nll_loss
 from speechxl.models.base import SpeechModel, build_encoder_decoder, config_from_preset, config_to_dict, prefix_size
 from speechxl.models.costt import FRONT_ENDS, SHRINK, CosttConfig, FbankCTCEncoder, ctc_targets
-from speechxl.losses import ctc_loss
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.shrink import ctc_shrink
 
@@ -107,8 +106,8 @@ class LUT(SpeechModel):
             dim = teacher.decoder.embed_tokens.embedding_dim if hasattr(teacher, "decoder") else None
             expected = self.config.teacher_dim or self.config.dim
             if dim is not None and dim != expected:
-                raise DataError(self.config.teacher_path or "teacher", f"teacher hidden size {dim} != {expected}: "
-                                                                      f"set model.teacher_dim={dim}")
+                raise DataError(self.config.teacher_path or "teacher",
+                                f"teacher hidden size {dim} != {expected}: set model.teacher_dim={dim}")
         self.__dict__["teacher"] = teacher
 
     def checkpoint_config(self) -> dict[str, Any]:
