@@ -301,3 +301,8 @@ def test_paper_configs(corpus):  # noqa: F811
             assert mt.max_update == 500_000 and mt.tasks == {"ext_mt": 1.0, "mt": 1.0}
         else:
             assert "ext_mt" not in mt.tasks and not cfg.data.ext_mt_split
+
+
+def test_synth_chimera_recipe_bad_rows():
+    done = run_recipe("synth", "--rows", "chimera nope", check=False, script="chimera.sh")
+    assert done.returncode == 2 and "unknown row nope" in done.stderr, done.stderr

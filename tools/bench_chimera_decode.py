@@ -6,9 +6,10 @@ XSTNet (the decoder reads every encoder frame), on the same test manifest, batch
 
 Batches are built (audio read) before the clock starts; each model decodes them all `--repeats` times
 (alternating, the fastest run counts). Prints ONE JSON line: utterances/s of each, `speedup` (Chimera over
-XSTNet), BLEU / chrF of each (sacreBLEU on the manifest's references), the memory size M and the mean
-number of encoder frames the XSTNet decoder attends to. Give checkpoints of the same sizes (the synth
-recipe's `chimera` and `xstnet` rows are) for a fair comparison.
+XSTNet), the mean hypothesis length in tokens (decoding time grows with it), BLEU / chrF of each (sacreBLEU
+on the manifest's references), the memory size M and the mean number of encoder frames the XSTNet decoder
+attends to. Give checkpoints of the same sizes (the synth recipe's `chimera` and `xstnet` rows are) for a
+fair comparison.
 """
 from __future__ import annotations
 
@@ -86,6 +87,9 @@ def main() -> None:
         scores = score_output("translation", hyps[name], refs)
         result[f"{name}_utt_per_s"] = round(len(refs) / seconds[name], 2)
         result[f"{name}_bleu"], result[f"{name}_chrf"] = round(scores["bleu"], 2), round(scores["chrf"], 1)
+        # decoding time grows with the output length: an untrained model's runaway hypotheses cost more steps
+        vocab = systems[name][1]
+        result[f"{name}_mean_hyp_tokens"] = round(sum(len(vocab.encode(h)) for h in hyps[name]) / len(refs), 1)
     result["speedup"] = round(result["chimera_utt_per_s"] / result["xstnet_utt_per_s"], 3)
     result["memory_slots"] = systems["chimera"][0].memory.num_slots
     result["xstnet_mean_encoder_frames"] = round(encoder_frames(systems["xstnet"][0], systems["xstnet"][3]), 1)

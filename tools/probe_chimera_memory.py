@@ -1,0 +1,71 @@
+"""Does Chimera's memory align speech and text per utterance, or only per slot? On the triplets of a manifest:
+
+    python tools/probe_chimera_memory.py --checkpoint exp/synth_chimera/chimera/avg \
+        --manifest data/synth_ablation/en-de/dev.tsv
+
+Prints ONE JSON line (means over the manifest's length-sorted batches, eval mode):
+- `slot_own`, `slot_shuffled`: the slot contrastive loss (τ of the model) of each utterance's audio memory
+  against its own text memory, and against another utterance's (the batch rotated by one). Equal values mean
+  the loss is solved by slot identity alone (each slot has its own learned query) and says nothing about
+  whether the audio and the text of one sentence meet.
+- `batch_own`: the batch variant (negatives: the same slot of the other utterances, τ of the model), with its
+  chance level `batch_chance` = 2·ln(B) averaged over batches.
+- `cos_same_utt`, `cos_other_utt`: mean cosine of slot j of the audio memory with slot j of the text memory
+  of the same utterance and of the other utterances of the batch; `centred_*`: the same after removing each
+  slot's batch mean (per modality), i.e. of the part of the memory that depends on the utterance.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+
+from speechxl.checkpoint import load_model
+from speechxl.data.batching import length_batches
+from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
+from speechxl.data.manifest import read_manifest
+from speechxl.losses import batch_contrastive_loss, slot_contrastive_loss
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="Chimera checkpoint directory")
+    parser.add_argument("--manifest", required=True, help="manifest with audio, src_text and tgt_text")
+    parser.add_argument("--max-tokens", type=int, default=1_600_000, help="wave samples per batch")
+    args = parser.parse_args()
+    model, vocab, _ = load_model(args.checkpoint)
+    model.eval()
+    tau = model.config.contrastive_temperature
+    dataset = SpeechTextDataset(read_manifest(args.manifest), "triplet", vocab, manifest=args.manifest,
+                                features=FeatureConfig(features="wave"))
+    sums = {key: 0.0 for key in ("slot_own", "slot_shuffled", "batch_own", "batch_chance", "cos_same_utt",
+                                 "cos_other_utt", "centred_same_utt", "centred_other_utt")}
+    n = 0
+    for indices in length_batches(dataset.sizes, args.max_tokens):
+        if len(indices) < 2:
+            continue
+        batch = dataset.collate([dataset[i] for i in indices])
+        audio = model.encode_source("audio", batch)["memory"]
+        text = model.encode_source("text", batch)["memory"]
+        b = audio.size(0)
+        sums["slot_own"] += slot_contrastive_loss(audio, text, tau).mean().item()
+        sums["slot_shuffled"] += slot_contrastive_loss(audio, text.roll(1, dims=0), tau).mean().item()
+        sums["batch_own"] += batch_contrastive_loss(audio, text, tau).mean().item()
+        sums["batch_chance"] += 2 * math.log(b)
+        same = torch.eye(b, dtype=torch.bool)
+        for prefix, (a, t) in (("cos", (audio, text)), ("centred", (audio - audio.mean(0), text - text.mean(0)))):
+            cos = torch.einsum("imd,kmd->mik", F.normalize(a, dim=-1), F.normalize(t, dim=-1))  # (M, B, B)
+            sums[f"{prefix}_same_utt"] += cos[:, same].mean().item()
+            sums[f"{prefix}_other_utt"] += cos[:, ~same].mean().item()
+        n += 1
+    result = {"checkpoint": args.checkpoint, "batches": n, "temperature": tau}
+    result.update({key: round(value / max(n, 1), 4) for key, value in sums.items()})
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
