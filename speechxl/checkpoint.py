@@ -109,7 +109,7 @@ def write_checkpoint(directory: str | Path, *, model_state: dict[str, torch.Tens
     return directory
 
 
-def _require(directory: Path, name: str) -> Path:
+def require_file(directory: Path, name: str) -> Path:
     path = directory / name
     if not path.is_file():
         found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
@@ -132,7 +132,7 @@ def load_config_dict(directory: str | Path) -> dict:
     directory = Path(directory)
     _check_is_directory(directory)
     try:
-        config = yaml.safe_load(_require(directory, CONFIG_FILE).read_text(encoding="utf-8"))
+        config = yaml.safe_load(require_file(directory, CONFIG_FILE).read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise CheckpointError(f"{directory / CONFIG_FILE}: malformed YAML ({err})") from err
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
@@ -146,7 +146,7 @@ def load_vocab(directory: Path):
     pieces = None
     if (directory / PIECES_FILE).is_file():
         pieces = json.loads((directory / PIECES_FILE).read_text(encoding="utf-8"))
-    return Vocab.load(_require(directory, VOCAB_FILE), pieces=pieces)
+    return Vocab.load(require_file(directory, VOCAB_FILE), pieces=pieces)
 
 
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
@@ -181,22 +181,10 @@ def upgrade_config(config: dict) -> dict:
     return {**config, "model": model}
 
 
-def load_model(directory: str | Path, device: str | torch.device = "cpu"):
-    """(model, vocab, config) from a checkpoint directory; the model is in eval mode on `device`."""
-    from speechxl.models import build_model
-
-    directory = Path(directory)
-    config = upgrade_config(load_config_dict(directory))
-    vocab = load_vocab(directory)
-    model = build_model(config["model"], vocab)
-    load_state_into(model, load_weights(_require(directory, MODEL_FILE)), directory / MODEL_FILE)
-    return model.to(device).eval(), vocab, config
-
-
 def load_trainer_state(directory: str | Path) -> dict:
     directory = Path(directory)
     _check_is_directory(directory)
-    path = _require(directory, TRAINER_FILE)
+    path = require_file(directory, TRAINER_FILE)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a corrupt or foreign pickle
@@ -330,7 +318,7 @@ def average_checkpoints(inputs: list[str | Path], out: str | Path) -> Path:
     reference: dict[str, torch.Tensor] = {}
     for index, directory in enumerate(inputs):
         _check_is_directory(directory)
-        state = load_weights(_require(directory, MODEL_FILE))
+        state = load_weights(require_file(directory, MODEL_FILE))
         if index == 0:
             reference = state
             sums = {k: v.to(torch.float32).clone() for k, v in state.items() if v.is_floating_point()}

@@ -152,6 +152,15 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", help="manifest TSV of the split to decode (references are scored)")
     src.add_argument("--audio", nargs="+", help="audio files to translate (no references)")
+    src.add_argument("--talks", metavar="MANIFEST",
+                     help="IWSLT long-form scoring: translate the whole talk wavs of a MuST-C-layout manifest "
+                          "(VAD segments), re-segment to the reference segments with mweralign, sacreBLEU; beside "
+                          "it the same model on the gold segments (OUT/score.json)")
+    p.add_argument("--segment", choices=["none", "vad"], default="none",
+                   help="--audio: vad cuts long audio at pauses (webrtcvad, at most --max-segment s) and writes "
+                        "subtitles OUT/<name>.<format> with the segments' times")
+    p.add_argument("--format", choices=["srt", "vtt", "txt"], default="srt", help="subtitle format of --segment vad")
+    p.add_argument("--max-segment", type=float, default=20.0, help="longest VAD segment in seconds")
     p.add_argument("--out", required=True,
                    help="output directory: hyp.txt (one line per input, in input order; empty for an input that "
                         "could not be translated), ref.txt, ids.txt, score.json; models with several outputs "
@@ -159,9 +168,12 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default="st",
                    help="the task to decode (speechxl/tasks.py): st (translate, the default), asr (transcribe), mt "
                         "(a text manifest), or any task with an output")
-    p.add_argument("--src-lang", default="en", help="source language of --audio files")
-    p.add_argument("--tgt-lang", default="de",
-                   help="target language of --audio files (the forced tag, for models trained with language tags)")
+    p.add_argument("--src-lang", default=None,
+                   help="source language of --audio files (default en), or of manifest rows without a src_lang "
+                        "column (fairseq's bilingual manifests; default: the checkpoint's data.src_lang)")
+    p.add_argument("--tgt-lang", default=None,
+                   help="target language (the forced tag, for models trained with language tags) of --audio files "
+                        "(default de), or of manifest rows without a tgt_lang column (default: data.tgt_lang)")
     p.add_argument("--beam", type=int, default=5, help="beam size")
     p.add_argument("--lenpen", type=float, default=1.0, help="fairseq length penalty: score / length**lenpen")
     p.add_argument("--max-len-a", type=float, default=0.0, help="max output length = a * source length + b")
@@ -182,9 +194,111 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         options = DecodeOptions(beam=a.beam, lenpen=a.lenpen, max_len_a=a.max_len_a, max_len_b=a.max_len_b,
                                 max_tokens=a.max_tokens)
+        if a.talks or a.segment == "vad":  # long audio: speechxl/inference/longform.py
+            from speechxl.inference import longform
+
+            vad = longform.VadOptions(max_seconds=a.max_segment)
+            if a.talks:
+                result = longform.score_talks(a.checkpoint, a.talks, a.out, options=options, vad=vad, device=device,
+                                              task=a.task)
+            else:
+                result = longform.translate_long(a.checkpoint, a.audio, a.out, fmt=a.format, task=a.task,
+                                                 options=options, vad=vad, device=device, src_lang=a.src_lang,
+                                                 tgt_lang=a.tgt_lang)
+                result = {"files": [f["subtitles"] for f in result["files"]]}
+            print(json.dumps(result))
+            return
         result = translate(a.checkpoint, out=a.out, manifest=a.manifest, audio=a.audio, task=a.task,
                            options=options, device=device, src_lang=a.src_lang, tgt_lang=a.tgt_lang)
         print(json.dumps(result))
+
+    p.set_defaults(func=run)
+
+
+def _add_stream(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stream",
+        help="simultaneous translation of a file or of raw PCM on stdin, printed as it is committed",
+        description="Reads audio in chunks of --chunk-ms and prints each committed piece of the translation with "
+        "the audio time at which it was committed (committed text is never retracted). Policies: waitk (fixed "
+        "pre-decision), la (local agreement LA-n), alignatt (cross-attention). Long audio is cut into utterances "
+        "at pauses (webrtcvad) or at --max-segment seconds. See speechxl/inference/streaming.py.",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--audio", required=True,
+                   help="audio file, or - for raw 16 kHz mono PCM on stdin (--pcm-format s16le or f32le)")
+    p.add_argument("--pcm-format", choices=["s16le", "f32le"], default="s16le", help="sample format of stdin")
+    p.add_argument("--chunk-ms", type=float, default=280.0, help="audio per chunk (default 280 ms)")
+    p.add_argument("--realtime", action="store_true", help="pace a file like a microphone (sleep per chunk)")
+    p.add_argument("--policy", choices=["waitk", "la", "alignatt"], default="waitk")
+    p.add_argument("--waitk", type=int, default=3, help="wait-k: chunks read before the first write")
+    p.add_argument("--la-n", type=int, default=2, help="LA-n: commit the agreement of the last n hypotheses")
+    p.add_argument("--la-beam", type=int, default=1, help="LA-n: beam of each re-decoding")
+    p.add_argument("--frames", type=int, default=2, help="AlignAtt f: wait while attention is in the last f frames")
+    p.add_argument("--attn-layer", type=int, default=-1, help="AlignAtt: decoder layer whose attention is read")
+    p.add_argument("--segment", choices=["none", "vad"], default="vad",
+                   help="vad (default): end an utterance at a pause or at --max-segment seconds")
+    p.add_argument("--max-segment", type=float, default=20.0, help="longest utterance in seconds")
+    p.add_argument("--format", choices=["srt", "vtt", "txt"], default=None,
+                   help="also write subtitles of the finished utterances to --out")
+    p.add_argument("--out", default=None, help="subtitle file for --format")
+    p.add_argument("--task", default="st")
+    p.add_argument("--src-lang", default="en")
+    p.add_argument("--tgt-lang", default="de", help="forced target language tag")
+    p.add_argument("--device", default="cpu")
+
+    def run(a):
+        import time
+
+        import numpy as np
+
+        from speechxl.models import load_model
+        from speechxl.inference.longform import VadOptions, write_subtitles
+        from speechxl.inference.streaming import PolicyOptions, StreamingTranslator, stream_segments
+
+        if a.format and not a.out:
+            raise SystemExit("speechxl stream: --format needs --out")
+        model, vocab, config = load_model(a.checkpoint, device=a.device)
+        options = PolicyOptions(policy=a.policy, k=a.waitk, la_n=a.la_n, la_beam=a.la_beam, frames=a.frames,
+                                attn_layer=a.attn_layer)
+        translator = StreamingTranslator(model, vocab, config.get("data", {}), options, task=a.task,
+                                         tgt_lang=a.tgt_lang, src_lang=a.src_lang, device=a.device)
+        size = max(1, int(a.chunk_ms * 16))
+
+        def chunks():
+            if a.audio == "-":
+                width, dtype = (2, np.int16) if a.pcm_format == "s16le" else (4, np.float32)
+                while True:
+                    data = sys.stdin.buffer.read(size * width)
+                    if not data:
+                        return
+                    samples = np.frombuffer(data[:len(data) // width * width], dtype=dtype)
+                    yield samples / 32768.0 if dtype == np.int16 else samples
+            else:
+                import soundfile as sf
+                import soxr
+
+                rate = sf.info(a.audio).samplerate
+                block = max(1, round(size * rate / 16000))
+                for samples in sf.blocks(a.audio, blocksize=block, dtype="float32", always_2d=True):
+                    samples = samples.mean(axis=1)
+                    if rate != 16000:
+                        samples = soxr.resample(samples, rate, 16000)
+                    if a.realtime:
+                        time.sleep(len(samples) / 16000)
+                    yield samples
+
+        vad = VadOptions(max_seconds=a.max_segment) if a.segment == "vad" else None
+        cues, current = [], []
+        for piece in stream_segments(translator, chunks(), vad=vad):
+            if piece.text:
+                print(f"[{piece.time:8.2f}s] {piece.text}", flush=True)
+            current.append(piece.text)
+            if piece.end is not None:
+                cues.append((piece.start, piece.end, "".join(current).strip()))
+                current = []
+        if a.format:
+            write_subtitles(a.out, [(s, e) for s, e, _ in cues], [t for _, _, t in cues], a.format)
 
     p.set_defaults(func=run)
 
@@ -249,7 +363,8 @@ def _add_average(sub: argparse._SubParsersAction) -> None:
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="import checkpoints from HF transformers / fairseq")
-    formats = p.add_subparsers(dest="format", required=True, metavar="{hf-speech2text,fairseq-wav2vec2}")
+    formats = p.add_subparsers(dest="format", required=True,
+                               metavar="{hf-speech2text,fairseq-wav2vec2,fairseq-s2t}")
     h = formats.add_parser(
         "hf-speech2text", help="HF Speech2Text directory -> speechxl checkpoint directory",
         description="Import an HF Speech2TextForConditionalGeneration directory (config.json, model.safetensors "
@@ -260,6 +375,16 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     w = formats.add_parser("fairseq-wav2vec2", help="fairseq wav2vec 2.0 .pt -> HF Wav2Vec2Model directory")
     w.add_argument("src", help="fairseq checkpoint (.pt), pre-trained or CTC fine-tuned")
     w.add_argument("out", help="output directory")
+    f = formats.add_parser(
+        "fairseq-s2t", help="fairseq s2t_transformer checkpoint .pt -> speechxl checkpoint directory",
+        description="Import a fairseq s2t_transformer checkpoint (read without running code from the file) as a "
+        "speechxl `s2t` checkpoint that decodes like fairseq. The vocabulary is fairseq's dictionary (spm_*.txt) "
+        "and SentencePiece model named by its data config; CMVN, SpecAugment and language tags come from there too.")
+    f.add_argument("src", help="fairseq checkpoint (.pt), e.g. checkpoint_best.pt")
+    f.add_argument("out", help="speechxl checkpoint directory to write")
+    f.add_argument("--config", default=None, help="fairseq data config (config_st.yaml) the model was trained with")
+    f.add_argument("--spm", default=None, help="SentencePiece model (default: the config's bpe_tokenizer)")
+    f.add_argument("--dict", default=None, help="fairseq dictionary spm_*.txt (default: the config's vocab_filename)")
 
     def run(a):
         if a.format == "hf-speech2text":
@@ -270,6 +395,62 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
             from speechxl.convert.fairseq_wav2vec2 import convert_fairseq_wav2vec2
 
             convert_fairseq_wav2vec2(a.src, a.out)
+        elif a.format == "fairseq-s2t":
+            from speechxl.convert.fairseq_s2t import convert_fairseq_s2t
+
+            print(convert_fairseq_s2t(a.src, a.out, config=a.config, spm_model=a.spm, dictionary=a.dict))
+
+    p.set_defaults(func=run)
+
+
+def _add_fairseq(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fairseq", help="fairseq S2T data in (prep) and out (export)")
+    ways = p.add_subparsers(dest="way", required=True, metavar="{prep,export}")
+    i = ways.add_parser(
+        "prep", help="fairseq-prepared data (fbank80.zip / flac.zip manifests, config_*.yaml) -> speechxl data",
+        description="Read fairseq S2T data as it lies on disk and write OUT: the manifests with absolute audio "
+        "paths and the languages filled in, spm.model + vocab.json (fairseq's dictionary ids) and config.yaml, an "
+        "experiment config that `speechxl train --config OUT/config.yaml` runs (model: s2t, size s; override "
+        "with key=value). Features stay in the zips, read as stored.")
+    i.add_argument("--config", required=True, help="fairseq data config, e.g. config_st.yaml")
+    i.add_argument("--manifests", required=True, help="directory of the fairseq manifests (*.tsv)")
+    i.add_argument("--out", required=True, help="speechxl data directory to write")
+    i.add_argument("--src-lang", default="", help="source language of manifests without a src_lang column")
+    i.add_argument("--tgt-lang", default="", help="target language of manifests without a tgt_lang column")
+    i.add_argument("--spm", default=None, help="SentencePiece model (default: the config's bpe_tokenizer)")
+    i.add_argument("--dict", default=None, help="fairseq dictionary (default: the config's vocab_filename)")
+    e = ways.add_parser(
+        "export", help="speechxl manifests -> fairseq S2T data (fbank80.zip or flac.zip, <split>_<task>.tsv, "
+        "config_<task>.yaml)",
+        description="Write what fairseq's speech_to_text prep scripts write: a ZIP_STORED fbank80.zip of <id>.npy "
+        "80-dim log-mel matrices (or flac.zip), <split>_<task>.tsv manifests with zip byte ranges, the "
+        "SentencePiece model, its fairseq dictionary spm_*.txt and config_<task>.yaml (utterance CMVN).")
+    e.add_argument("--manifest-dir", required=True, help="speechxl data directory (<split>.tsv, spm.model)")
+    e.add_argument("--splits", nargs="+", required=True, help="splits to export, e.g. train dev tst-COMMON")
+    e.add_argument("--out", required=True, help="fairseq data directory to write")
+    e.add_argument("--task", choices=["st", "asr"], default="st", help="st (tgt_text) or asr (src_text)")
+    e.add_argument("--audio", choices=["fbank", "flac"], default="fbank",
+                   help="fbank80.zip of features (s2t_transformer), or flac.zip of audio (use_audio_input)")
+    e.add_argument("--specaugment", choices=["lb", "ld", "sm", "ss", "none"], default="lb",
+                   help="SpecAugment policy written into the config (fairseq's prep default: lb)")
+    e.add_argument("--lang-tags", choices=["auto", "yes", "no"], default="auto",
+                   help="prepend_tgt_lang_tag with <lang:xx> pieces (auto: when the vocabulary has the tags)")
+
+    def run(a):
+        import json
+
+        if a.way == "prep":
+            from speechxl.data.fairseq_prep import import_fairseq_data
+
+            result = import_fairseq_data(a.config, a.manifests, a.out, src_lang=a.src_lang, tgt_lang=a.tgt_lang,
+                                         spm_model=a.spm, dictionary=a.dict)
+        else:
+            from speechxl.data.fairseq_prep import export_fairseq_data
+
+            result = export_fairseq_data(a.manifest_dir, a.out, a.splits, task=a.task, audio=a.audio,
+                                         specaugment=None if a.specaugment == "none" else a.specaugment,
+                                         lang_tags={"auto": None, "yes": True, "no": False}[a.lang_tags])
+        print(json.dumps(result))
 
     p.set_defaults(func=run)
 
@@ -386,16 +567,9 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _not_yet(name: str):
-    def run(_args):
-        sys.exit(f"speechxl {name}: not yet implemented")
-
-    return run
-
-
 COMMANDS = [
     _add_synth, _add_prep, _add_train, _add_translate, _add_score, _add_average,
-    _add_convert, _add_leaderboard, _add_plot, _add_pretrain_w2v,
+    _add_convert, _add_leaderboard, _add_plot, _add_pretrain_w2v, _add_fairseq, _add_stream,
 ]
 
 

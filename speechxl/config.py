@@ -41,6 +41,13 @@ class DataConfig:
     # Token sequences start with their language tag (<de> ...): the loss ignores it and search forces it.
     # false for vocabularies without tags (fairseq's bilingual models).
     prepend_lang_tag: bool = True
+    # fbank normalisation: utterance | utterance_fairseq (fairseq's float32 arithmetic, for its models) | global
+    # (with global_cmvn_stats) | none
+    cmvn: str = "utterance"
+    global_cmvn_stats: str = ""  # fairseq's global CMVN .npz (mean, std) when cmvn is global
+    # Languages of manifests without src_lang / tgt_lang columns (fairseq's bilingual manifests); "": from the rows
+    src_lang: str = ""
+    tgt_lang: str = ""
 
 
 @dataclass
@@ -96,8 +103,8 @@ MOVED_KEYS = {
     "model.prepend_lang_tag": "data.prepend_lang_tag",
 }
 _MINIMUMS = {"train.freeze_acoustic_updates": 0, "train.max_bad_updates": 1}
-_CHOICES = {"data.features": ("wave", "fbank"), "train.amp": ("none", "bf16", "fp16"),
-            "train.device": ("auto", "cpu", "cuda")}
+_CHOICES = {"data.features": ("wave", "fbank"), "data.cmvn": ("utterance", "utterance_fairseq", "global", "none"),
+            "train.amp": ("none", "bf16", "fp16"), "train.device": ("auto", "cpu", "cuda")}
 # PyYAML follows YAML 1.1, where `5e-4` (no dot) is a string; people mean a number.
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 

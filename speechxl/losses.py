@@ -31,3 +31,53 @@ def ctc_loss(logits: torch.Tensor, input_lengths: torch.Tensor, targets: torch.T
     lprobs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V) as F.ctc_loss wants
     return F.ctc_loss(lprobs, targets, input_lengths, target_lengths, blank=blank, reduction="sum",
                       zero_infinity=True)
+
+
+# ---------------------------------------------------------------------------------------------- contrastive
+# Chimera's and ConST's contrastive losses between the audio and the text view of the same utterances. Each
+# returns one loss per utterance (B,), so that the model decides how to weigh them against token-summed CE
+# (speechxl/models/chimera.py: the per-utterance mean, scaled by the batch's sample size).
+
+def _cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(..., N, D), (..., K, D) -> (..., N, K) cosine similarities (fp32)."""
+    a, b = F.normalize(a.float(), dim=-1, eps=1e-8), F.normalize(b.float(), dim=-1, eps=1e-8)
+    return torch.matmul(a, b.transpose(-1, -2))
+
+
+def slot_contrastive_loss(audio: torch.Tensor, text: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Chimera's default (`triplet_st_mt_contrastive.py`): per utterance, the (M, M) cosine similarities of its
+    audio-memory slots (rows) with its text-memory slots / τ; cross-entropy with slot j's positive at slot j.
+    The negatives are the other slots of the same utterance. audio, text (B, M, D) -> (B,): the mean over the
+    M slots (the release sums over slots; see chimera.py for the scale)."""
+    logits = _cosine_matrix(audio, text) / temperature  # (B, M, M); target arange(M) = the diagonal
+    return -logits.log_softmax(dim=-1).diagonal(dim1=-2, dim2=-1).mean(dim=-1)
+
+
+def batch_contrastive_loss(audio: torch.Tensor, text: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The release's variant (`triplet_st_mt_samplecontrastive.py`): for each slot j, the (B, B) cosine
+    similarities of the utterances' audio slot j with their text slot j / τ; cross-entropy in both directions
+    (audio -> text over rows, text -> audio over columns), the positive being the same utterance. The
+    negatives are the same slot of the other utterances. (B, M, D) -> (B,): per utterance, the mean over
+    slots of the two directions' sum."""
+    logits = _cosine_matrix(audio.transpose(0, 1), text.transpose(0, 1)) / temperature  # (M, B, B)
+    audio_to_text = -logits.log_softmax(dim=-1).diagonal(dim1=-2, dim2=-1)  # (M, B)
+    text_to_audio = -logits.log_softmax(dim=-2).diagonal(dim1=-2, dim2=-1)
+    return (audio_to_text + text_to_audio).mean(dim=0)
+
+
+def masked_mean(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, D) mean over the real positions (padding_mask True at padding) -> (B, D)."""
+    if padding_mask is None:
+        return x.mean(dim=1)
+    keep = (~padding_mask).to(x.dtype).unsqueeze(-1)
+    return (x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+
+
+def sentence_contrastive_loss(audio: torch.Tensor, audio_padding_mask: torch.Tensor | None, text: torch.Tensor,
+                              text_padding_mask: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """ConST (`label_smoothed_cross_entropy_with_contrastive_loss.py`): each view mean-pooled over its real
+    positions, the (B, B) cosine similarities sim[i, j] = cos(audio_i, text_j) / τ, and
+    `-log_softmax(sim, dim=0).diag()`: for the text of utterance b, the audio of b among the batch's audio.
+    (B, T, D) + masks -> (B,)."""
+    logits = _cosine_matrix(masked_mean(audio, audio_padding_mask), masked_mean(text, text_padding_mask))
+    return -(logits / temperature).log_softmax(dim=0).diagonal()

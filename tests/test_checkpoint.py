@@ -14,6 +14,7 @@ from speechxl.data.vocab import Vocab
 from speechxl.errors import CheckpointError
 from speechxl.models import build_model
 from speechxl import checkpoint as ckpt
+from speechxl.models import load_model
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_round_trip_translates_alone(tmp_path, corpus, vocab):
     directory = write(tmp_path / "ckpt-7", model, corpus, trainer_state=state)
     assert sorted(p.name for p in directory.iterdir()) == ["config.yaml", "model.safetensors", "spm.model",
                                                            "trainer.pt"]
-    loaded, loaded_vocab, config = ckpt.load_model(directory)
+    loaded, loaded_vocab, config = load_model(directory)
     assert config["model"] == TINY_MODEL and len(loaded_vocab) == len(vocab)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
@@ -72,16 +73,16 @@ def test_checkpoints_are_never_overwritten(tmp_path, corpus, vocab):
 
 def test_not_a_checkpoint_errors_say_what_was_expected(tmp_path, corpus, vocab):
     with pytest.raises(CheckpointError, match="no such checkpoint directory"):
-        ckpt.load_model(tmp_path / "missing")
+        load_model(tmp_path / "missing")
     fairseq_file = tmp_path / "checkpoint_best.pt"
     torch.save({"model": {}, "args": None}, fairseq_file)
     with pytest.raises(CheckpointError, match="is a file, but a speechxl checkpoint is a directory"):
-        ckpt.load_model(fairseq_file)
+        load_model(fairseq_file)
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "config.yaml").write_text("model: {arch: s2t}\n")
     with pytest.raises(CheckpointError, match=r"spm.model is missing; found: \['config.yaml'\]"):
-        ckpt.load_model(partial)
+        load_model(partial)
     with pytest.raises(CheckpointError, match="trainer.pt is missing"):
         ckpt.load_trainer_state(write(tmp_path / "no_trainer", new_model(vocab, 0), corpus))
 
@@ -89,15 +90,15 @@ def test_not_a_checkpoint_errors_say_what_was_expected(tmp_path, corpus, vocab):
 def test_weights_that_do_not_fit_the_model(tmp_path, corpus, vocab):
     directory = write(tmp_path / "c", new_model(vocab, 0, dim=24), corpus)  # config.yaml says dim 16
     with pytest.raises(CheckpointError, match="weights do not fit the model S2TTransformer; wrong shape"):
-        ckpt.load_model(directory)
+        load_model(directory)
     foreign = tmp_path / "foreign"
     shutil.copytree(directory, foreign)
     save_file({"encoder.w2v.weight": torch.zeros(2)}, str(foreign / ckpt.MODEL_FILE))
     with pytest.raises(CheckpointError, match=r"missing: .*unexpected: encoder.w2v.weight"):
-        ckpt.load_model(foreign)
+        load_model(foreign)
     (foreign / ckpt.MODEL_FILE).write_bytes(b"PK\x03\x04 not safetensors")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        ckpt.load_model(foreign)
+        load_model(foreign)
 
 
 def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path, corpus, vocab):
@@ -164,7 +165,7 @@ def test_average_is_elementwise_mean_and_loads(tmp_path, corpus, vocab):
     dirs = [write(tmp_path / f"ckpt-{i}", m, corpus, trainer_state={"x": 1}) for i, m in enumerate(models)]
     out = ckpt.average_checkpoints(dirs, tmp_path / "avg")
     assert not (out / ckpt.TRAINER_FILE).exists()
-    averaged, _, _ = ckpt.load_model(out)
+    averaged, _, _ = load_model(out)
     for key, value in averaged.state_dict().items():
         expected = sum(m.state_dict()[key].double() for m in models) / 3
         assert torch.allclose(value.double(), expected, atol=1e-6), key
@@ -184,7 +185,7 @@ def test_cli_average_last_n(tmp_path, corpus, vocab, capsys):
         write(run / "checkpoints" / f"ckpt-{update}", model, corpus)
     main(["average", "--run-dir", str(run), "--last", "2", "--out", str(tmp_path / "avg")])
     assert "averaged 2 checkpoint(s)" in capsys.readouterr().out
-    averaged, _, _ = ckpt.load_model(tmp_path / "avg")
+    averaged, _, _ = load_model(tmp_path / "avg")
     key = next(iter(averaged.state_dict()))
     expected = (models[20].state_dict()[key] + models[30].state_dict()[key]) / 2
     assert torch.allclose(averaged.state_dict()[key], expected, atol=1e-6)

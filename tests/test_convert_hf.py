@@ -11,7 +11,7 @@ from speechxl.convert.hf_generation import hf_generate_kwargs, hf_sequences_to_t
 from speechxl.convert.hf_speech2text import convert_state_dict
 from speechxl.errors import CheckpointError
 from speechxl.inference.search import beam_search, greedy_search
-from speechxl.checkpoint import load_model
+from speechxl.models import load_model
 
 TEXT = ["the cat sits on the mat", "a dog runs in the park", "ein hund läuft im park", "die katze sitzt"] * 10
 CONFIGS = {

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 import yaml
 
-from speechxl.checkpoint import load_model
+from speechxl.models import load_model
 from speechxl.cli import main
 from speechxl.data.audio import compute_fbank, utterance_cmvn
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset

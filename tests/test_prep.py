@@ -367,3 +367,17 @@ def test_mustc_segment_yaml_fast_path_matches_yaml_loader(tmp_path):
     (tmp_path / "bad.yaml").write_text(lines[0] + "- {duration: 1.0, offset: [\n")
     with pytest.raises(DataError, match="invalid YAML"):
         read_segments(tmp_path / "bad.yaml")
+
+
+def test_the_report_names_corpus_and_version_for_comparable_scores(mustc, synth_mustc, tmp_path):
+    """translate copies corpus and version beside every score: MuST-C as the user says (v1 and v2 have different
+    references), SynthST (found by its synth_info.json) by its seed and split sizes."""
+    root, _ = mustc
+    report = prepare_mustc(root, "de", tmp_path / "real", 80, None, 0.1, 30.0, corpus_version="v1")
+    assert (report["corpus"], report["corpus_version"]) == ("mustc", "v1")
+    assert prepare_mustc(root, "de", tmp_path / "unsaid", 80, None, 0.1, 30.0)["corpus_version"] == "unknown"
+    synth = prepare_mustc(synth_mustc, "de", tmp_path / "synth", 80, None, 0.1, 30.0)
+    info = json.loads((synth_mustc / "synth_info.json").read_text())
+    counts = info["counts"]
+    assert (synth["corpus"], synth["corpus_version"]) == (
+        "synthst", f"seed{info['seed']}-train{counts['train']}-dev{counts['dev']}-test{counts['test']}")

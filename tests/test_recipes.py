@@ -115,7 +115,9 @@ def test_covost2_recipe_prep_stage(synth_covost2, tmp_path):
     ("mustc", ["--lang", "de", "--stop-stage", "0"], "--root .* is required"),
     ("covost2", ["--src", "fr", "--tgt", "de"], "--src fr --tgt de is not a CoVoST 2 pair"),
     ("covost2", ["--src", "en", "--tgt", "fr"], "--src en --tgt fr is not a CoVoST 2 pair"),
-    ("covost2", ["--method", "costt"], "--method costt is not available yet"),
+    ("covost2", ["--method", "lut", "--src", "en", "--tgt", "de", "--stage", "1", "--stop-stage", "1"],
+     "--method lut needs its text encoder: -- model.teacher_path=DIR"),
+    ("mustc", ["--method", "lut", "--lang", "de", "--stage", "2"], "--method lut needs its text encoder"),
     ("covost2", ["--bogus"], "unknown option --bogus"),
 ])
 def test_bad_flags_are_clear_errors(corpus, args, message):

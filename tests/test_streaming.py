@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from tiny_run import make_corpus, tiny_config
 
-from speechxl.checkpoint import load_model
+from speechxl.models import load_model
 from speechxl.cli import main
 from speechxl.config import config_from_dict
 from speechxl.data.audio import load_audio

@@ -18,6 +18,7 @@ from speechxl.data.vocab import Vocab
 from speechxl.errors import CheckpointError, DataError, TrainingError
 from speechxl.models import build_model
 from speechxl import checkpoint as ckpt
+from speechxl.models import load_model
 from speechxl.train.distributed import DistEnv
 from speechxl.train.logs import read_log
 from speechxl.train.loop import train, train_step
@@ -53,7 +54,7 @@ def test_run_writes_logs_checkpoints_and_learns(tmp_path, corpus):
     trainer_state = ckpt.load_trainer_state(run / "checkpoints" / "last")
     assert trainer_state["num_updates"] == 12 and trainer_state["sampler"]["epoch"] >= 3
     assert {"python", "numpy", "torch", "cuda"} <= set(trainer_state["rng"][0])
-    model, vocab, _ = ckpt.load_model(run / "checkpoints" / "last")
+    model, vocab, _ = load_model(run / "checkpoints" / "last")
     assert len(vocab) == len(Vocab.load(corpus / "spm.model")) and not model.training
 
 

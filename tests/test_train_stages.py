@@ -20,6 +20,7 @@ from speechxl.data.manifest import write_manifest
 from speechxl.errors import DataError
 from speechxl.modules.wav2vec2 import wav2vec2_config
 from speechxl import checkpoint as ckpt
+from speechxl.models import load_model
 from speechxl.train.logs import read_log
 from speechxl.train.loop import train
 
@@ -133,7 +134,7 @@ def test_checkpoints_are_self_contained(reference, w2v_dir, tmp_path):
     moved = tmp_path / "w2v_moved"
     w2v_dir.rename(moved)  # the pre-trained wav2vec2 directory is no longer where the config said
     try:
-        model, _, _ = ckpt.load_model(tmp_path / "ckpt")
+        model, _, _ = load_model(tmp_path / "ckpt")
     finally:
         moved.rename(w2v_dir)
     loaded = model.state_dict()

@@ -13,6 +13,7 @@ from speechxl.data.dataset import SpeechTextDataset
 from speechxl.data.manifest import read_manifest
 from speechxl.inference.search import beam_search
 from speechxl import checkpoint as ckpt
+from speechxl.models import load_model
 from speechxl.train.loop import train
 
 
@@ -39,7 +40,7 @@ def test_translate_manifest_writes_hypotheses_in_manifest_order_and_scores(tmp_p
     assert score == printed and score["n"] == len(rows) and "tok:13a" in score["signature"]
 
     # each line is what beam search gives for that utterance alone, with the target tag forced
-    model, vocab, config = ckpt.load_model(checkpoint)
+    model, vocab, config = load_model(checkpoint)
     dataset = SpeechTextDataset(rows, "st", vocab, manifest=corpus / "dev.tsv")
     for i, row in enumerate(rows):
         batch = dataset.collate([dataset[i]])

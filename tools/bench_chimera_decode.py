@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from speechxl.checkpoint import load_model
+from speechxl.models import load_model
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest

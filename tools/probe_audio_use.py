@@ -18,7 +18,7 @@ import torch
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
-from speechxl.checkpoint import load_model
+from speechxl.models import load_model
 
 
 def rotated(batch: dict, shift: int = 1) -> dict:

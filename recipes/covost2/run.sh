@@ -3,13 +3,14 @@
 # -> decode -> score.
 #
 #   bash recipes/covost2/run.sh --root /data/cv4 --src en --tgt de --w2v exp/wav2vec_small_hf [--ext-mt DIR]
-#        [--stage N] [--stop-stage M] [--method xstnet] [--conf FILE] [--data DIR] [--exp DIR]
+#        [--stage N] [--stop-stage M] [--method xstnet|chimera|costt|lut] [--conf FILE] [--data DIR] [--exp DIR]
 #        [--vocab-size 10000] [--avg-last 10] [--max-len-b 200] [--amp auto|none|bf16|fp16] [--jobs 4] [-- key=value ...]
 #
 # --root     Common Voice root holding <src>/clips, <src>/validated.tsv, <src>/covost_v2.<src>_<tgt>.tsv
 # --src/--tgt  one of them is en: En->X (de ca zh fa et mn tr ar sv lv sl ta ja id cy) or
 #              X->En (fr de es ca it ru zh pt fa et mn nl tr ar sv lv sl ta ja id cy)
 # --w2v      pre-trained wav2vec 2.0 as an HF directory: speechxl convert fairseq-wav2vec2 wav2vec_small.pt DIR
+# --method   costt / lut: fbank models, no --w2v; lut needs -- model.teacher_path=DIR (an MT checkpoint)
 #            (use a wav2vec2 pre-trained on the source language's speech for X->En)
 # --ext-mt   external MT text (train.<src> + train.<tgt>, aligned lines): selects conf/xstnet_expand.yaml
 # --conf     experiment config (default: conf/xstnet_base.yaml, or xstnet_expand.yaml with --ext-mt)
@@ -35,13 +36,16 @@ data=
 exp=
 vocab_size=10000
 avg_last=10
+avg_last_set=
+avg_around_best=
+lenpen=1
 max_len_b=200
 amp=auto
 jobs=4
 overrides=()
 here=$(cd "$(dirname "$0")" && pwd)
 
-usage() { sed -n '2,22p' "$0"; }
+usage() { sed -n '2,23p' "$0"; }
 while [[ $# -gt 0 ]]; do
   case $1 in
     --stage) stage=$2; shift 2 ;;
@@ -56,7 +60,7 @@ while [[ $# -gt 0 ]]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --vocab-size) vocab_size=$2; shift 2 ;;
-    --avg-last) avg_last=$2; shift 2 ;;
+    --avg-last) avg_last=$2; avg_last_set=1; shift 2 ;;
     --max-len-b) max_len_b=$2; shift 2 ;;
     --amp) amp=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
@@ -69,8 +73,10 @@ done
 die() { echo "recipes/covost2/run.sh: $*" >&2; exit 2; }
 case $method in
   xstnet) ;;
-  chimera|costt|fat) die "--method $method is not available yet (available: xstnet)" ;;
-  *) die "unknown --method $method (available: xstnet; planned: chimera, costt, fat)" ;;
+  chimera) avg_around_best=1; lenpen=1.5; [[ $avg_last_set ]] || avg_last=7 ;;  # Chimera: 7 around the best
+  costt|lut) fbank=1 ;;  # fbank front ends: no wav2vec2 (--w2v is not used)
+  fat) die "--method $method is not available yet (available: xstnet, chimera, costt, lut)" ;;
+  *) die "unknown --method $method (available: xstnet, chimera, costt, lut; planned: fat)" ;;
 esac
 en_to_x=" de ca zh fa et mn tr ar sv lv sl ta ja id cy "
 x_to_en=" fr de es ca it ru zh pt fa et mn nl tr ar sv lv sl ta ja id cy "

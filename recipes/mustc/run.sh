@@ -2,11 +2,12 @@
 # MuST-C En->X speech translation with XSTNet: prep -> MT pre-training -> multitask -> average -> decode -> score.
 #
 #   bash recipes/mustc/run.sh --root /data/MUST-C --lang de --w2v exp/wav2vec_small_hf [--ext-mt /data/wmt_en_de]
-#        [--stage N] [--stop-stage M] [--method xstnet] [--conf FILE] [--data DIR] [--exp DIR]
+#        [--stage N] [--stop-stage M] [--method xstnet|chimera|costt|lut] [--conf FILE] [--data DIR] [--exp DIR]
 #        [--vocab-size 10000] [--avg-last 10] [--max-len-b 200] [--amp auto|none|bf16|fp16] [-- key=value ...]
 #
 # --root     MuST-C root (the directory holding en-<lang>/)        --lang  de es fr it nl pt ro ru
 # --w2v      pre-trained wav2vec 2.0 as an HF directory: speechxl convert fairseq-wav2vec2 wav2vec_small.pt DIR
+# --method   costt / lut: fbank models, no --w2v; lut needs -- model.teacher_path=DIR (an MT checkpoint)
 # --ext-mt   external MT text (train.en + train.<lang>, aligned lines): selects conf/xstnet_expand.yaml
 # --conf     experiment config (default: conf/xstnet_base.yaml, or xstnet_expand.yaml with --ext-mt)
 # --amp      mixed precision; auto = bf16 on a CUDA GPU, none on a CPU
@@ -32,12 +33,15 @@ data=
 exp=
 vocab_size=10000
 avg_last=10
+avg_last_set=
+avg_around_best=
+lenpen=1
 max_len_b=200
 amp=auto
 overrides=()
 here=$(cd "$(dirname "$0")" && pwd)
 
-usage() { sed -n '2,20p' "$0"; }
+usage() { sed -n '2,21p' "$0"; }
 while [[ $# -gt 0 ]]; do
   case $1 in
     --stage) stage=$2; shift 2 ;;
@@ -51,7 +55,7 @@ while [[ $# -gt 0 ]]; do
     --data) data=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --vocab-size) vocab_size=$2; shift 2 ;;
-    --avg-last) avg_last=$2; shift 2 ;;
+    --avg-last) avg_last=$2; avg_last_set=1; shift 2 ;;
     --max-len-b) max_len_b=$2; shift 2 ;;
     --amp) amp=$2; shift 2 ;;
     --) shift; overrides=("$@"); break ;;
@@ -63,8 +67,10 @@ done
 die() { echo "recipes/mustc/run.sh: $*" >&2; exit 2; }
 case $method in
   xstnet) ;;
-  chimera|costt|fat) die "--method $method is not available yet (available: xstnet)" ;;
-  *) die "unknown --method $method (available: xstnet; planned: chimera, costt, fat)" ;;
+  chimera) avg_around_best=1; lenpen=1.5; [[ $avg_last_set ]] || avg_last=7 ;;  # Chimera: 7 around the best
+  costt|lut) fbank=1 ;;  # fbank front ends: no wav2vec2 (--w2v is not used)
+  fat) die "--method $method is not available yet (available: xstnet, chimera, costt, lut)" ;;
+  *) die "unknown --method $method (available: xstnet, chimera, costt, lut; planned: fat)" ;;
 esac
 case $lang in
   de|es|fr|it|nl|pt|ro|ru) ;;

@@ -1,6 +1,8 @@
 # Stages 0-6 of the XSTNet recipes; sourced by recipes/mustc/run.sh and recipes/covost2/run.sh after they
 # parse their flags. They set: stage stop_stage method conf data exp w2v ext_mt vocab_size avg_last max_len_b amp
-# overrides (array), prep (array: `speechxl prep <corpus> ...` without --out/--vocab-size/--ext-mt),
+# overrides (array), optional fbank (costt, lut: no wav2vec2),
+# optional avg_around_best (average around the best instead of the last) and lenpen,
+# prep (array: `speechxl prep <corpus> ...` without --out/--vocab-size/--ext-mt),
 # and test_split.
 
 say() { printf '\n=== %s\n' "$*"; }
@@ -10,7 +12,7 @@ show_and_run() { printf '+'; printf ' %q' "$@"; printf '\n'; "$@"; }  # the comm
 
 [[ -f $conf ]] || die "config $conf not found"
 if run_stage 0 && [[ -z $root ]]; then die "--root (the corpus root) is required for stage 0"; fi
-if [[ -z $w2v ]] && (run_stage 1 || run_stage 2); then
+if [[ -z $w2v && -z ${fbank:-} ]] && (run_stage 1 || run_stage 2); then
   echo "$0: no --w2v: the wav2vec2 encoder starts from random weights (fine for a smoke test only)" >&2
 fi
 
@@ -27,9 +29,15 @@ train_args() {
     precision=$(python3 -c 'import torch; print("bf16" if torch.cuda.is_available() else "none")')
   fi
   args=(--config "$conf" run_dir="$exp" data.manifest_dir="$data" train.amp="$precision")
-  [[ -n $w2v ]] && args+=(model.w2v_path="$(cd "$w2v" && pwd)")
+  # fbank models (costt, lut) have no wav2vec2 to load
+  [[ -n $w2v && -z ${fbank:-} ]] && args+=(model.w2v_path="$(cd "$w2v" && pwd)")
   args+=("${overrides[@]}")
 }
+
+# LUT's frozen text encoder is a speechxl MT checkpoint the user names (it is not trained by this recipe)
+if [[ $method == lut ]] && (run_stage 1 || run_stage 2) && [[ " ${overrides[*]} " != *" model.teacher_path="* ]]; then
+  die "--method lut needs its text encoder: -- model.teacher_path=DIR (a speechxl MT checkpoint, e.g. COSTT's MT step)"
+fi
 
 start=$SECONDS
 decode_dir=$exp/decode_$test_split
@@ -58,16 +66,18 @@ if run_stage 2; then
 fi
 
 if run_stage 3; then
-  say "stage 3: average the last $avg_last checkpoints -> $exp/avg"
+  which=(--last "$avg_last")  # chimera: the N checkpoints around the best by the run's best_metric
+  [[ -n ${avg_around_best:-} ]] && which=(--best-around "$avg_last")
+  say "stage 3: average ${which[*]} checkpoints -> $exp/avg"
   rm -rf "$exp/avg"
-  speechxl average --run-dir "$exp" --last "$avg_last" --out "$exp/avg"
+  speechxl average --run-dir "$exp" "${which[@]}" --out "$exp/avg"
 fi
 
 if run_stage 4; then
-  say "stage 4: decode $test_split (beam 10, lenpen 1, forced target-language tag)"
+  say "stage 4: decode $test_split (beam 10, lenpen ${lenpen:-1}, forced target-language tag)"
   # --max-tokens counts wave samples for wav2vec2 models: 200 s of audio per batch
   speechxl translate --checkpoint "$exp/avg" --manifest "$data/$test_split.tsv" --out "$decode_dir" \
-    --beam 10 --lenpen 1 --max-len-b "$max_len_b" --max-tokens 3200000
+    --beam 10 --lenpen "${lenpen:-1}" --max-len-b "$max_len_b" --max-tokens 3200000
 fi
 
 if run_stage 5; then

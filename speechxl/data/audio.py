@@ -123,6 +123,23 @@ def utterance_cmvn(feats: np.ndarray) -> np.ndarray:
     return ((feats - mean) / np.sqrt(var)).astype(np.float32)
 
 
+def utterance_cmvn_fairseq(feats: np.ndarray) -> np.ndarray:
+    """fairseq's UtteranceCMVN bit for bit: in float32, var = sum(x^2)/n - mean^2 floored at 1e-10. On a
+    near-constant band float32 cancels badly (the variance can hit the floor and the band blow up), so speechxl's
+    own default is `utterance_cmvn` in float64; this one gives a fairseq-trained model the inputs it was trained on
+    (data.cmvn: utterance_fairseq, which `speechxl fairseq prep` and `convert fairseq-s2t` set)."""
+    feats = np.asarray(feats, dtype=np.float32)
+    mean = feats.mean(axis=0)
+    square_sums = (feats**2).sum(axis=0)
+    var = square_sums / feats.shape[0] - mean**2
+    return np.divide(feats - mean, np.sqrt(np.maximum(var, 1e-10))).astype(np.float32)
+
+
+def global_cmvn(feats: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """fairseq GlobalCMVN: `(x - mean) / std` with corpus-level stats."""
+    return ((feats - mean) / std).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class SpecAugment:
     """SpecAugment (Park et al. 2019) with fairseq's parameter names and sampling.
@@ -143,16 +160,38 @@ class SpecAugment:
 
     @classmethod
     def from_policy(cls, name: str) -> SpecAugment:
-        """fairseq's named policies: LB, LD (Park et al.'s LibriSpeech basic/double), SM, SS."""
+        """fairseq's named policies: LB, LD (Park et al.'s LibriSpeech basic/double), SM, SS; or explicit
+        fields `freq_mask_F=27,freq_mask_N=1,time_mask_T=100,time_mask_N=1,time_mask_p=1.0,time_warp_W=0`
+        (fairseq's `specaugment` config fields, + `mask_value`; the ones not given keep the defaults above)."""
+        if "=" in name:
+            return cls.from_fields(name)
         policies = {
             "lb": cls(freq_mask_F=27, freq_mask_N=1, time_mask_T=100, time_mask_N=1, time_mask_p=1.0),
             "ld": cls(freq_mask_F=27, freq_mask_N=2, time_mask_T=100, time_mask_N=2, time_mask_p=1.0),
             "sm": cls(freq_mask_F=15, freq_mask_N=2, time_mask_T=70, time_mask_N=2, time_mask_p=0.2),
             "ss": cls(freq_mask_F=27, freq_mask_N=2, time_mask_T=70, time_mask_N=2, time_mask_p=0.2),
+            # COSTT (Dong et al. 2021): 2 frequency masks of width < 30, 2 time masks of width < 40
+            "costt": cls(freq_mask_F=30, freq_mask_N=2, time_mask_T=40, time_mask_N=2, time_mask_p=1.0),
         }
         if name.lower() not in policies:
             raise ValueError(f"unknown SpecAugment policy {name!r}; choose one of {sorted(policies)}")
         return policies[name.lower()]
+
+    @classmethod
+    def from_fields(cls, text: str) -> SpecAugment:
+        kinds = {"freq_mask_F": int, "freq_mask_N": int, "time_mask_T": int, "time_mask_N": int,
+                 "time_mask_p": float, "time_warp_W": int, "mask_value": float}
+        values: dict[str, int | float] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, _, value = item.partition("=")
+            key = key.strip()
+            if key not in kinds:
+                raise ValueError(f"unknown SpecAugment field {key!r}; fields: {', '.join(kinds)}")
+            try:
+                values[key] = kinds[key](value.strip())
+            except ValueError as err:
+                raise ValueError(f"SpecAugment field {key} needs a {kinds[key].__name__}, got {value!r}") from err
+        return cls(**values)
 
     def sample_masks(
         self, n_frames: int, n_freqs: int, rng: np.random.Generator

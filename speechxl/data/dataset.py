@@ -16,8 +16,17 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
-from speechxl.data.audio import SpecAugment, compute_fbank, fbank_frames, load_audio, utterance_cmvn
+from speechxl.data.audio import (
+    SpecAugment,
+    compute_fbank,
+    fbank_frames,
+    global_cmvn,
+    load_audio,
+    utterance_cmvn,
+    utterance_cmvn_fairseq,
+)
 from speechxl.data.manifest import read_manifest
+from speechxl.data.zipped import holds_features, load_zip_entry, split_zip_slice
 from speechxl.errors import DataError
 from speechxl.tasks import AUDIO, LANG_COLUMN, TEXT_COLUMN, TRANSCRIPT, get_task
 
@@ -45,6 +54,9 @@ class FeatureConfig:
     or None for no augmentation; it is only applied when the dataset is built with `train=True`.
     `cache`: keep each utterance's features (before SpecAugment) in memory after their first computation,
     so later epochs skip audio decoding and fbank; for small corpora (SynthST) trained for many epochs.
+    `global_cmvn`: a stats .npz (fairseq's `mean`, `std`) normalising every utterance instead of `cmvn`.
+    `fairseq_cmvn`: utterance CMVN computed in float32 exactly as fairseq does (for fairseq-trained models).
+    Stored features (fairseq's fbank80.zip) skip the fbank computation but get the same CMVN and SpecAugment.
     """
 
     features: str = "fbank"
@@ -52,6 +64,22 @@ class FeatureConfig:
     specaugment: str | None = None
     num_mel_bins: int = 80
     cache: bool = False
+    global_cmvn: str = ""
+    fairseq_cmvn: bool = False
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], *, train: bool = False) -> "FeatureConfig":
+        """From a config's `data` section (DataConfig fields, or its dict in a checkpoint)."""
+        cmvn = data.get("cmvn", "utterance") or "none"
+        if cmvn not in ("utterance", "utterance_fairseq", "global", "none"):
+            raise DataError("data.cmvn", f"must be utterance, utterance_fairseq, global or none, not {cmvn!r}")
+        stats = data.get("global_cmvn_stats", "") if cmvn == "global" else ""
+        if cmvn == "global" and not stats:
+            raise DataError("data.global_cmvn_stats", "data.cmvn is global but no stats .npz is given")
+        return cls(features=data.get("features", "fbank"), cmvn=cmvn.startswith("utterance"),
+                   fairseq_cmvn=cmvn == "utterance_fairseq",
+                   specaugment=(data.get("specaugment") or None) if train else None,
+                   cache=bool(data.get("cache_features", False)), global_cmvn=stats)
 
     def __post_init__(self) -> None:
         if self.features not in ("wave", "fbank"):
@@ -96,6 +124,7 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         train: bool = False,
         seed: int = 1,
         decoding: bool = False,
+        langs: Mapping[str, str] | None = None,
     ):
         self.spec = get_task(task)
         self.task = task
@@ -125,10 +154,21 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         self.tokens: dict[str, list[np.ndarray]] = {key: [] for key in self.texts}
         self.prefixes: list[int] = []  # the forced decoder prefix (language tag) of each example
         self.prepend_lang_tag = prepend_lang_tag
+        # Languages of manifests without src_lang / tgt_lang columns (fairseq's bilingual ones), by column.
+        self.langs = {key: value for key, value in (langs or {}).items() if value}
+        self.stored: set[int] = set()  # examples whose audio is a stored feature matrix (fairseq fbank80.zip)
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None
         sizes: list[int] = []
         for index, row in enumerate(rows):
             line = index + 2  # line 1 is the header
-            reason = self._skip_reason(row)
+            unreadable = None
+            try:
+                stored = "audio" in self.required and self._holds_features(row, line)
+            except DataError as err:
+                if not decoding:
+                    raise
+                stored, unreadable = False, err.reason  # decoding: this input fails alone, named by translate
+            reason = unreadable or self._skip_reason(row, stored)
             if reason:
                 self.skipped[reason] += 1
                 self.skip_reasons[index] = reason
@@ -136,13 +176,15 @@ class SpeechTextDataset(torch.utils.data.Dataset):
             tokens = {key: self._tokens(vocab, row, key, line) for key in self.texts}
             if prepend_lang_tag:
                 self.prefixes.append(self._tag(vocab, row, spec.prefix_lang, line))
+            if stored:
+                self.stored.add(len(self.ids))
             self.ids.append(row["id"])
             self.lines.append(line)
             self.row_index.append(index)
             self.audio.append(row["audio"])
             for key, ids in tokens.items():
                 self.tokens[key].append(ids)
-            sizes.append(self._size(int(row["n_frames"] or 0), tokens))
+            sizes.append(self._size(int(row["n_frames"] or 0), tokens, stored))
         self.sizes = np.asarray(sizes, dtype=np.int64)
         if self.skipped:
             log.warning("%s (%s): skipped %s", self.manifest, task, self.skip_report())
@@ -154,11 +196,25 @@ class SpeechTextDataset(torch.utils.data.Dataset):
     def skip_report(self) -> str:
         return ", ".join(f"{n} row(s) with {reason}" for reason, n in sorted(self.skipped.items())) or "nothing"
 
-    def _skip_reason(self, row: Mapping[str, str]) -> str | None:
+    def _holds_features(self, row: Mapping[str, str], line: int) -> bool:
+        """Whether the row's audio is a stored feature matrix; then `n_frames` counts feature frames."""
+        if not row.get("audio") or split_zip_slice(row["audio"]) is None:
+            return False
+        if not holds_features(row["audio"], self.base_dir, manifest=self.manifest, line=line):
+            return False
+        if self.features.features == "wave":
+            raise DataError(self.manifest, f"audio {row['audio']} holds stored fbank features, but this model "
+                            "reads raw waves (data.features: wave); give it audio (e.g. fairseq's flac.zip)", line)
+        return True
+
+    def _skip_reason(self, row: Mapping[str, str], stored: bool = False) -> str | None:
         if "audio" in self.required:
             if not row.get("audio"):
                 return "no audio"
-            if fbank_frames(int(row["n_frames"] or 0)) == 0:  # wav2vec2's first conv needs a 25 ms window too
+            if stored:
+                if int(row["n_frames"] or 0) == 0:
+                    return "no feature frames"
+            elif fbank_frames(int(row["n_frames"] or 0)) == 0:  # wav2vec2's first conv needs a 25 ms window too
                 return "audio shorter than one 25 ms window"
         for column in ("src_text", "tgt_text"):
             if column in self.required and not row.get(column, "").strip():
@@ -166,8 +222,12 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         return None
 
     def _tag(self, vocab: TokenVocab, row: Mapping[str, str], lang_key: str, line: int) -> int:
-        lang = row.get(lang_key, "")
-        if not (lang and vocab.has_tag(lang)):
+        lang = row.get(lang_key, "") or self.langs.get(lang_key, "")
+        if not lang:
+            raise DataError(self.manifest, f"no {lang_key}: the manifest has no {lang_key} column value and none "
+                            f"was given (data.{lang_key} or --{lang_key.replace('_', '-')}); or set "
+                            "data.prepend_lang_tag false for a model without language tags", line)
+        if not vocab.has_tag(lang):
             raise DataError(self.manifest, f"{lang_key} {lang!r} has no language tag in the vocabulary", line)
         return vocab.tag(lang)
 
@@ -175,8 +235,10 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         prefix = [self._tag(vocab, row, LANG_COLUMN[key], line)] if self.prepend_lang_tag else []
         return np.asarray(prefix + vocab.encode(row[TEXT_COLUMN[key]]) + [vocab.eos], dtype=np.int32)
 
-    def _size(self, n_samples: int, tokens: Mapping[str, np.ndarray]) -> int:
+    def _size(self, n_samples: int, tokens: Mapping[str, np.ndarray], stored: bool = False) -> int:
         if self.spec.budget == AUDIO:
+            if stored:  # n_frames of a stored matrix counts its frames
+                return n_samples
             return n_samples if self.features.features == "wave" else fbank_frames(n_samples)
         return max((len(ids) for ids in tokens.values()), default=0)
 
@@ -204,15 +266,38 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         return torch.from_numpy(feats)
 
     def _features(self, index: int) -> np.ndarray:
-        """The model input of example `index` before augmentation: raw wave, or (C)fbank."""
-        wave = load_audio(self.audio[index], self.base_dir, manifest=self.manifest, line=self.lines[index])
-        if self.features.features == "wave":
-            return wave
-        feats = compute_fbank(wave, self.features.num_mel_bins)
-        return utterance_cmvn(feats) if self.features.cmvn else feats
+        """The model input of example `index` before augmentation: raw wave, or (C)fbank; stored features
+        (a fairseq fbank80.zip member) as stored, then CMVN."""
+        spec, where = self.audio[index], dict(manifest=self.manifest, line=self.lines[index])
+        if split_zip_slice(spec) is not None:
+            kind, data = load_zip_entry(spec, self.base_dir, **where)
+        else:
+            kind, data = "wave", load_audio(spec, self.base_dir, **where)
+        if kind == "wave":
+            if self.features.features == "wave":
+                return data
+            feats = compute_fbank(data, self.features.num_mel_bins)
+        else:
+            feats = data
+        if self.features.global_cmvn:
+            if self._stats is None:
+                self._stats = load_cmvn_stats(self.features.global_cmvn)
+            return global_cmvn(feats, *self._stats)
+        if not self.features.cmvn:
+            return feats
+        return utterance_cmvn_fairseq(feats) if self.features.fairseq_cmvn else utterance_cmvn(feats)
 
     def collate(self, examples: Sequence[Example]) -> dict[str, Any]:
         return collate(examples, self.task, self.pad, self.eos)
+
+
+def load_cmvn_stats(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """fairseq's global CMVN stats: an .npz with `mean` and `std` per feature dimension."""
+    try:
+        with np.load(path) as stats:
+            return stats["mean"].astype(np.float32), stats["std"].astype(np.float32)
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(path, f"not a global CMVN stats .npz with 'mean' and 'std' ({err})") from err
 
 
 def _long(ids: np.ndarray | None) -> torch.Tensor | None:

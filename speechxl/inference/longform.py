@@ -206,7 +206,7 @@ def translate_long(checkpoint: str | Path, audio: list[str], out: str | Path, *,
                    src_lang: str | None = None, tgt_lang: str | None = None) -> dict:
     """`speechxl translate --audio long.wav --segment vad`: VAD segments -> translations -> OUT/<stem>.<fmt>
     (subtitles with the segments' times) and OUT/segments.json."""
-    from speechxl.checkpoint import load_model
+    from speechxl.models import load_model
     from speechxl.inference.decode import DecodeOptions
 
     options, vad = options or DecodeOptions(), vad or VadOptions()
@@ -275,7 +275,7 @@ def score_talks(checkpoint: str | Path, manifest: str | Path, out: str | Path, *
                 vad: VadOptions | None = None, device: str = "cpu", task: str = "st") -> dict:
     """IWSLT long-form scoring: translate each whole talk (VAD segments), re-segment the hypotheses to the
     reference segments with mweralign, sacreBLEU; beside it the same model on the gold segments."""
-    from speechxl.checkpoint import load_model
+    from speechxl.models import load_model
     from speechxl.eval.bleu import bleu
     from speechxl.inference.decode import DecodeOptions
 

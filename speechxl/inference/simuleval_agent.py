@@ -24,7 +24,7 @@ import numpy as np
 from simuleval.agents import SpeechToTextAgent
 from simuleval.agents.actions import ReadAction, WriteAction
 
-from speechxl.checkpoint import load_model
+from speechxl.models import load_model
 from speechxl.inference.streaming import POLICIES, PolicyOptions, StreamingTranslator
 
 LATENCY_METRICS = ("AL", "LAAL", "DAL", "AP", "ATD")

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from speechxl.checkpoint import load_model
+from speechxl.models import load_model
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
@@ -45,7 +45,7 @@ def _audio_rows(paths: list[str], src_lang: str, tgt_lang: str) -> tuple[list[di
     return rows, failed
 
 
-def _corpus_info(manifest: Path | None, rows: list[dict[str, str]]) -> dict[str, str]:
+def _corpus_info(manifest: Path | None, rows: list[dict[str, str]], langs: dict[str, str]) -> dict[str, str]:
     """What makes a score comparable: corpus and version (from prep's report beside the manifest), split,
     direction; "unknown" where nothing says."""
     report: dict = {}
@@ -54,7 +54,8 @@ def _corpus_info(manifest: Path | None, rows: list[dict[str, str]]) -> dict[str,
             report = json.loads((manifest.parent / "prep_report.json").read_text(encoding="utf-8"))
         except ValueError:
             report = {}
-    pairs = {(row.get("src_lang", ""), row.get("tgt_lang", "")) for row in rows}
+    pairs = {(row.get("src_lang") or langs.get("src_lang", ""), row.get("tgt_lang") or langs.get("tgt_lang", ""))
+             for row in rows}
     src, tgt = next(iter(pairs)) if len(pairs) == 1 else ("", "")
     return {"corpus": report.get("corpus", "unknown"), "corpus_version": report.get("corpus_version", "unknown"),
             "split": manifest.stem if manifest is not None else "unknown",
@@ -97,9 +98,11 @@ def translate(
     else:
         rows, failed = _audio_rows(audio, src_lang or "en", tgt_lang or "de")
     usable = [row for index, row in enumerate(rows) if index not in failed]
+    # Manifests without language columns (fairseq's bilingual ones): the flags, else the model's config.
+    langs = {"src_lang": src_lang or data.get("src_lang", ""), "tgt_lang": tgt_lang or data.get("tgt_lang", "")}
     dataset = SpeechTextDataset(usable, task, vocab, manifest=manifest or "<audio files>",
-                                features=FeatureConfig(features=data.get("features", "fbank")),
-                                prepend_lang_tag=data.get("prepend_lang_tag", True), decoding=True)
+                                features=FeatureConfig.from_data(data),
+                                prepend_lang_tag=data.get("prepend_lang_tag", True), decoding=True, langs=langs)
     row_of_usable = [index for index in range(len(rows)) if index not in failed]
     for usable_index, reason in dataset.skip_reasons.items():
         failed[row_of_usable[usable_index]] = reason
@@ -132,7 +135,7 @@ def translate(
         _write_lines(out / _output_file("hyp", name, spec.output), lines)
     _write_lines(out / "ids.txt", [row["id"] for row in rows])
     result: dict = {"checkpoint": str(checkpoint), "task": task, "n": len(rows), "beam": options.beam,
-                    "lenpen": options.lenpen, **_corpus_info(manifest, rows),
+                    "lenpen": options.lenpen, **_corpus_info(manifest, rows, langs),
                     "decode_seconds": round(elapsed, 2), "hyp_file": str(out / "hyp.txt")}
     if manifest is not None:
         refs = {name: [row.get(OUTPUTS[name].reference, "") for row in rows] for name in names}

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechxl import checkpoint as ckpt
 from speechxl.config import MOVED_KEYS
 from speechxl.errors import DataError
 from speechxl.modules.transformer import DecoderLayer, EncoderLayer, TransformerDecoder, TransformerEncoder
@@ -43,6 +45,9 @@ from speechxl.modules.transformer import DecoderLayer, EncoderLayer, Transformer
 ARCHS: dict[str, type | str] = {
     "s2t": "speechxl.models.s2t:S2TTransformer",
     "xstnet": "speechxl.models.xstnet:XSTNet",
+    "chimera": "speechxl.models.chimera:Chimera",
+    "costt": "speechxl.models.costt:COSTT",
+    "lut": "speechxl.models.lut:LUT",
 }
 
 
@@ -59,6 +64,17 @@ def model_class(arch: str) -> type:
         module, _, name = entry.partition(":")
         entry = ARCHS[arch] = getattr(importlib.import_module(module), name)
     return entry
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu"):
+    """(model, vocab, config) from a checkpoint directory; the model is in eval mode on `device`."""
+    directory = Path(directory)
+    config = ckpt.upgrade_config(ckpt.load_config_dict(directory))
+    vocab = ckpt.load_vocab(directory)
+    model = build_model(config["model"], vocab)
+    weights = ckpt.require_file(directory, ckpt.MODEL_FILE)
+    ckpt.load_state_into(model, ckpt.load_weights(weights), weights)
+    return model.to(device).eval(), vocab, config
 
 
 def build_model(config: dict[str, Any], vocab) -> SpeechModel:
@@ -181,6 +197,9 @@ class Seq2SeqConfig:
     normalize_before: bool = True
     encoder_layerdrop: float = 0.0
     decoder_layerdrop: float = 0.0
+    # > 0: chunk-causal encoder (streaming): frames attend only to their own and earlier chunks of this many
+    # encoder frames, so states of past chunks never change when audio arrives (docs/streaming.md)
+    encoder_chunk_frames: int = 0
 
 
 def build_encoder_decoder(c: Seq2SeqConfig, vocab_size: int, pad: int):
@@ -189,7 +208,7 @@ def build_encoder_decoder(c: Seq2SeqConfig, vocab_size: int, pad: int):
                   activation_dropout=c.activation_dropout, activation=c.activation,
                   normalize_before=c.normalize_before)
     encoder = TransformerEncoder(c.encoder_layers, c.dim, c.encoder_heads, c.encoder_ffn_dim,
-                                 layerdrop=c.encoder_layerdrop, **common)
+                                 layerdrop=c.encoder_layerdrop, chunk_frames=c.encoder_chunk_frames, **common)
     decoder = TransformerDecoder(vocab_size, pad, c.decoder_layers, c.dim, c.decoder_heads,
                                  c.decoder_ffn_dim, layerdrop=c.decoder_layerdrop, **common)
     return encoder, decoder

@@ -31,7 +31,9 @@ from torch import nn
 
 from speechxl.errors import DataError, TrainingError
 from speechxl.losses import ctc_loss, label_smoothed_nll_loss
-from speechxl.models.base import SpeechModel, build_encoder_decoder, config_from_preset, config_to_dict, prefix_size
+from speechxl.models.base import (
+    SpeechModel, build_encoder_decoder, config_from_preset, config_to_dict, load_model, prefix_size,
+)
 from speechxl.models.costt import FRONT_ENDS, SHRINK, CosttConfig, FbankCTCEncoder, ctc_targets
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.shrink import ctc_shrink
@@ -67,9 +69,6 @@ class LUTConfig(CosttConfig):
 
 def load_teacher(path: str, vocab) -> nn.Module:
     """The frozen text encoder: a speechxl checkpoint whose model has `encode_text`, on our vocabulary."""
-    # checkpoint.py sits above models/ (it builds models); imported here, at training time only, not at import
-    from speechxl.checkpoint import load_model
-
     model, teacher_vocab, _ = load_model(path)
     if not hasattr(model, "encode_text"):
         raise DataError(path, f"LUT teacher {type(model).__name__} has no text encoder (encode_text)")

@@ -48,3 +48,58 @@ class Conv1dSubsampler(nn.Module):
             x = F.glu(conv(x), dim=1)
             lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
         return x.transpose(1, 2), lengths
+
+
+class StackSubsampler(nn.Module):
+    """COSTT's front end: each fbank frame with its `context` right neighbours stacked (80·6 = 480 dims), every
+    `stride`-th stacked frame kept, then a linear map to `out_channels`.
+
+    Right context past an utterance's end is zeros (the utterance mean after CMVN), and padding is zeroed
+    first, so a padded batch gives each utterance what it gets alone. A length L becomes ⌊(L−1)/stride⌋+1.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, context: int = 5, stride: int = 3):
+        super().__init__()
+        self.context, self.stride = context, stride
+        self.proj = nn.Linear(in_channels * (context + 1), out_channels)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.div(lengths - 1, self.stride, rounding_mode="floor") + 1
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, C) features and (B,) lengths -> (B, T', out) and (B,) output lengths."""
+        x = x.masked_fill(lengths_to_padding_mask(lengths, x.size(1))[:, :, None], 0.0)
+        padded = F.pad(x, (0, 0, 0, self.context))
+        kept = torch.arange(0, x.size(1), self.stride, device=x.device)
+        stacked = torch.cat([padded[:, kept + k] for k in range(self.context + 1)], dim=-1)
+        return self.proj(stacked), self.output_lengths(lengths)
+
+
+class Conv2dSubsampler(nn.Module):
+    """The 2D-conv front end (ESPnet's Conv2dSubsampling, with padding 1): per layer Conv2d(3×3, stride 2) over
+    (time, frequency) + ReLU, then a linear map of channels × remaining bins to `out_channels`.
+
+    Each layer maps a length L to ⌊(L−1)/2⌋+1; padding is zeroed before every conv (padded batch = alone)."""
+
+    def __init__(self, in_channels: int, conv_channels: int, out_channels: int, layers: int = 2):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(1 if i == 0 else conv_channels, conv_channels, 3, stride=2, padding=1)
+                                   for i in range(layers))
+        bins = in_channels
+        for _ in range(layers):
+            bins = (bins - 1) // 2 + 1
+        self.proj = nn.Linear(conv_channels * bins, out_channels)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for _ in self.convs:
+            lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+        return lengths
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.unsqueeze(1)  # (B, 1, T, F)
+        for conv in self.convs:
+            x = x.masked_fill(lengths_to_padding_mask(lengths, x.size(2))[:, None, :, None], 0.0)
+            x = torch.relu(conv(x))
+            lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+        b, c, t, f = x.shape
+        return self.proj(x.transpose(1, 2).reshape(b, t, c * f)), lengths

@@ -6,6 +6,7 @@ and, with several tasks or external MT, a MultitaskSampler mixes them with the r
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -95,9 +96,9 @@ def build_train_data(cfg: ExperimentConfig, vocab, env: DistEnv, *, task_ratios:
     unknown = [t for t in ratios if t != EXT_MT and t not in TASKS]
     if unknown:
         raise DataError("data.tasks", f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
-    features = FeatureConfig(features=data.features, specaugment=data.specaugment or None,
-                             cache=data.cache_features)
-    options = dict(features=features, prepend_lang_tag=data.prepend_lang_tag, seed=seed)
+    features = FeatureConfig.from_data(dataclasses.asdict(data), train=True)  # SpecAugment only on train=True sets
+    options = dict(features=features, prepend_lang_tag=data.prepend_lang_tag, seed=seed,
+                   langs={"src_lang": data.src_lang, "tgt_lang": data.tgt_lang})
     datasets: dict[str, SpeechTextDataset] = load_datasets(
         _manifest(data, data.train_split), [t for t in ratios if t != EXT_MT], vocab, train=True, **options)
     if EXT_MT in ratios:

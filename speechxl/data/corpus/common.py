@@ -81,7 +81,8 @@ class PrepReport:
 
 def corpus_identity(root: Path, corpus: str, version: str) -> tuple[str, str]:
     """(corpus, version) that `translate` records beside each score: SynthST (found by the `synth_info.json`
-    that `speechxl synth` writes) is its own corpus, versioned by its seed; else what the caller says."""
+    that `speechxl synth` writes) is its own corpus, versioned by its seed and split sizes; else what the caller
+    says."""
     for directory in (root, root.parent):
         info_path = directory / "synth_info.json"
         if info_path.is_file():
@@ -89,7 +90,10 @@ def corpus_identity(root: Path, corpus: str, version: str) -> tuple[str, str]:
                 info = json.loads(info_path.read_text(encoding="utf-8"))
             except ValueError as err:
                 raise DataError(info_path, f"malformed JSON ({err})") from err
-            return "synthst", f"seed{info.get('seed', '?')}"
+            # the seed and the split sizes fix every sentence: two draws share references only if these match
+            counts = info.get("counts", {})
+            sizes = "-".join(f"{split}{counts[split]}" for split in ("train", "dev", "test") if split in counts)
+            return "synthst", f"seed{info.get('seed', '?')}" + (f"-{sizes}" if sizes else "")
     return corpus, version
 
 
