@@ -5,6 +5,7 @@ Layout of a run: `run_dir/checkpoints/ckpt-<update>/` (immutable once renamed in
 `.tmp-` name, every file fsync'd, then renamed: a crash leaves at worst a `.tmp-` directory, which
 `clean_incomplete` removes, and never touches a finished checkpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,14 @@ def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
     seen: dict[tuple, str] = {}
     for key, value in state.items():
         value = value.detach()
-        identity = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
-                    tuple(value.stride()), value.dtype, value.device)
+        identity = (
+            value.untyped_storage().data_ptr(),
+            value.storage_offset(),
+            tuple(value.shape),
+            tuple(value.stride()),
+            value.dtype,
+            value.device,
+        )
         if value.numel() and identity in seen:
             aliases[key] = seen[identity]
             continue
@@ -76,9 +83,15 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def write_checkpoint(directory: str | Path, *, model_state: dict[str, torch.Tensor], config: dict,
-                     vocab_files: list[Path], trainer_state: dict | None = None,
-                     metrics: dict | None = None) -> Path:
+def write_checkpoint(
+    directory: str | Path,
+    *,
+    model_state: dict[str, torch.Tensor],
+    config: dict,
+    vocab_files: list[Path],
+    trainer_state: dict | None = None,
+    metrics: dict | None = None,
+) -> Path:
     """Write a checkpoint directory atomically; `directory` must not exist yet (checkpoints are immutable)."""
     directory = Path(directory)
     if directory.exists():
@@ -90,8 +103,7 @@ def write_checkpoint(directory: str | Path, *, model_state: dict[str, torch.Tens
     try:
         tmp.mkdir()
         save_weights(model_state, tmp / MODEL_FILE)
-        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
-                                       encoding="utf-8")
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
         for vocab_file in vocab_files:
             shutil.copyfile(vocab_file, tmp / Path(vocab_file).name)
         if trainer_state is not None:
@@ -115,7 +127,8 @@ def require_file(directory: Path, name: str) -> Path:
         found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
         raise CheckpointError(
             f"{directory}: not a speechxl checkpoint: expected a directory with {CONFIG_FILE}, {MODEL_FILE} "
-            f"and {VOCAB_FILE} (+ {TRAINER_FILE} to resume); {name} is missing; found: {found or 'nothing'}")
+            f"and {VOCAB_FILE} (+ {TRAINER_FILE} to resume); {name} is missing; found: {found or 'nothing'}"
+        )
     return path
 
 
@@ -123,7 +136,8 @@ def _check_is_directory(directory: Path) -> None:
     if directory.is_file():
         raise CheckpointError(
             f"{directory}: is a file, but a speechxl checkpoint is a directory ({CONFIG_FILE}, {MODEL_FILE}, "
-            f"{VOCAB_FILE}); import fairseq / HF checkpoints with `speechxl convert`")
+            f"{VOCAB_FILE}); import fairseq / HF checkpoints with `speechxl convert`"
+        )
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such checkpoint directory")
 
@@ -156,11 +170,15 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
     if missing or unexpected or wrong_shape:
+
         def show(keys: list[str]) -> str:
             return ", ".join(keys[:8]) + (f" … ({len(keys)} in all)" if len(keys) > 8 else "")
 
-        problems = [f"{label}: {show(keys)}" for label, keys in
-                    (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)) if keys]
+        problems = [
+            f"{label}: {show(keys)}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
+            if keys
+        ]
         raise CheckpointError(f"{source}: weights do not fit the model {type(model).__name__}; " + "; ".join(problems))
     model.load_state_dict(state)
 
@@ -279,7 +297,7 @@ def prune_checkpoints(run_dir: str | Path, *, keep_last: int, keep_best: int) ->
     if keep_last <= 0:
         return []
     keep = set(checkpoints[-keep_last:])
-    keep.update(_ranked(checkpoints)[:max(keep_best, 0)])
+    keep.update(_ranked(checkpoints)[: max(keep_best, 0)])
     root = Path(run_dir) / CHECKPOINTS
     keep.update(link.resolve() for link in (root / "last", root / "best") if link.is_symlink())
     removed = [p for p in checkpoints if p.resolve() not in {k.resolve() for k in keep}]
@@ -301,8 +319,9 @@ def select_around_best(run_dir: str | Path, n: int) -> list[Path]:
     if best is None:
         raise CheckpointError(f"{run_dir}: no `best` link and no validated checkpoint")
     centre = checkpoint_update(best)
-    nearest = sorted(list_checkpoints(run_dir),
-                     key=lambda p: (abs(checkpoint_update(p) - centre), checkpoint_update(p)))
+    nearest = sorted(
+        list_checkpoints(run_dir), key=lambda p: (abs(checkpoint_update(p) - centre), checkpoint_update(p))
+    )
     return sorted(nearest[:n], key=checkpoint_update)
 
 
@@ -328,12 +347,18 @@ def average_checkpoints(inputs: list[str | Path], out: str | Path) -> Path:
             raise CheckpointError(f"{directory}: weights differ in their names from {inputs[0]}: {diff}")
         for key, total in sums.items():
             if state[key].shape != total.shape:
-                raise CheckpointError(f"{directory}: {key} has shape {tuple(state[key].shape)}, "
-                                      f"{inputs[0]} has {tuple(total.shape)}")
+                raise CheckpointError(
+                    f"{directory}: {key} has shape {tuple(state[key].shape)}, {inputs[0]} has {tuple(total.shape)}"
+                )
             total += state[key].to(torch.float32)
         reference = state
     averaged = {k: (sums[k] / len(inputs)).to(v.dtype) if k in sums else v for k, v in reference.items()}
     last = inputs[-1]
     vocab_files = [last / name for name in (VOCAB_FILE, PIECES_FILE) if (last / name).is_file()]
-    return write_checkpoint(out, model_state=averaged, config=load_config_dict(last), vocab_files=vocab_files,
-                            metrics={"averaged_from": [str(p) for p in inputs]})
+    return write_checkpoint(
+        out,
+        model_state=averaged,
+        config=load_config_dict(last),
+        vocab_files=vocab_files,
+        metrics={"averaged_from": [str(p) for p in inputs]},
+    )

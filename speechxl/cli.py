@@ -4,6 +4,7 @@ Each command has one `_add_<command>` function that declares its flags and point
 runner; the runner imports the library lazily (so `speechxl --help` is instant) and calls one
 library function. Flags that mean the same thing are spelled the same way in every command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,18 +20,29 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "Deterministic: the same seed gives the same bytes.",
     )
     p.add_argument("--out", required=True, help="output directory (created; must be empty)")
-    p.add_argument("--layout", choices=["mustc", "covost2"], default="mustc",
-                   help="on-disk layout to write: MuST-C v1 (en-XX/data/<split>/{wav,txt}) or CoVoST 2 on a "
-                   "Common Voice root (<src>/clips/*.mp3, validated.tsv, covost_v2.<src>_<tgt>.tsv)")
-    p.add_argument("--langs", default="de",
-                   help="comma-separated target languages among de,fr,es; with de, covost2 also writes de->en "
-                   "(German speech, English text)")
+    p.add_argument(
+        "--layout",
+        choices=["mustc", "covost2"],
+        default="mustc",
+        help="on-disk layout to write: MuST-C v1 (en-XX/data/<split>/{wav,txt}) or CoVoST 2 on a "
+        "Common Voice root (<src>/clips/*.mp3, validated.tsv, covost_v2.<src>_<tgt>.tsv)",
+    )
+    p.add_argument(
+        "--langs",
+        default="de",
+        help="comma-separated target languages among de,fr,es; with de, covost2 also writes de->en "
+        "(German speech, English text)",
+    )
     p.add_argument("--train", type=int, default=1000, help="training utterances")
     p.add_argument("--dev", type=int, default=100, help="dev utterances")
     p.add_argument("--test", type=int, default=100, help="test utterances (held-out voice)")
-    p.add_argument("--ext-mt", type=int, default=0,
-                   help="extra text-only parallel pairs, disjoint from the spoken sentences "
-                   "(external MT data, written to OUT/ext_mt/train.<lang>)")
+    p.add_argument(
+        "--ext-mt",
+        type=int,
+        default=0,
+        help="extra text-only parallel pairs, disjoint from the spoken sentences "
+        "(external MT data, written to OUT/ext_mt/train.<lang>)",
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument("--jobs", type=int, default=0, help="synthesis processes (0: one per CPU core)")
 
@@ -39,8 +51,15 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
         try:
             synthesize(
-                out=a.out, layout=a.layout, langs=a.langs.split(","), n_train=a.train, n_dev=a.dev,
-                n_test=a.test, n_ext_mt=a.ext_mt, seed=a.seed, jobs=a.jobs,
+                out=a.out,
+                layout=a.layout,
+                langs=a.langs.split(","),
+                n_train=a.train,
+                n_dev=a.dev,
+                n_test=a.test,
+                n_ext_mt=a.ext_mt,
+                seed=a.seed,
+                jobs=a.jobs,
             )
         except (ValueError, FileExistsError) as err:  # bad flags or a non-empty --out: a message, no traceback
             sys.exit(f"speechxl synth: {err}")
@@ -62,30 +81,54 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--out", required=True, help="output directory for manifests, vocab and report")
-        q.add_argument("--vocab-size", type=int, default=8000,
-                       help="SentencePiece vocabulary size (lowered, with a note in the report, when the "
-                       "training text is too small for it)")
-        q.add_argument("--ext-mt", default=None,
-                       help="directory of external MT text: aligned train.<src> and train.<tgt>; written as "
-                       "OUT/ext_mt.tsv and added to the vocabulary's training text")
+        q.add_argument(
+            "--vocab-size",
+            type=int,
+            default=8000,
+            help="SentencePiece vocabulary size (lowered, with a note in the report, when the "
+            "training text is too small for it)",
+        )
+        q.add_argument(
+            "--ext-mt",
+            default=None,
+            help="directory of external MT text: aligned train.<src> and train.<tgt>; written as "
+            "OUT/ext_mt.tsv and added to the vocabulary's training text",
+        )
         q.add_argument("--min-seconds", type=float, default=0.1, help="drop utterances shorter than this")
-        q.add_argument("--max-seconds", type=float, default=30.0,
-                       help="drop training utterances longer than this (evaluation splits keep them)")
-        q.add_argument("--exclude-text", nargs="+", default=[], metavar="MANIFEST",
-                       help="drop every utterance whose source text appears in these manifests (e.g. keep "
-                       "dev/test sentences out of pre-training audio)")
+        q.add_argument(
+            "--max-seconds",
+            type=float,
+            default=30.0,
+            help="drop training utterances longer than this (evaluation splits keep them)",
+        )
+        q.add_argument(
+            "--exclude-text",
+            nargs="+",
+            default=[],
+            metavar="MANIFEST",
+            help="drop every utterance whose source text appears in these manifests (e.g. keep "
+            "dev/test sentences out of pre-training audio)",
+        )
 
     m = corpora.add_parser("mustc", help="MuST-C v1/v2: en-XX/data/{split}/{wav,txt}")
     m.add_argument("--root", required=True, help="MuST-C root (containing en-XX/)")
     m.add_argument("--lang", required=True, help="target language, e.g. de")
-    m.add_argument("--corpus-version", default="unknown", choices=["v1", "v2", "unknown"],
-                   help="MuST-C release (v1 and v2 have different references, so their scores never share a "
-                        "leaderboard table); recorded in prep_report.json and in every score.json")
+    m.add_argument(
+        "--corpus-version",
+        default="unknown",
+        choices=["v1", "v2", "unknown"],
+        help="MuST-C release (v1 and v2 have different references, so their scores never share a "
+        "leaderboard table); recorded in prep_report.json and in every score.json",
+    )
     common(m)
 
     c = corpora.add_parser("covost2", help="CoVoST 2 on a Common Voice root: <src>/{clips,validated.tsv}")
-    c.add_argument("--root", required=True, help="data root containing <src>/clips, <src>/validated.tsv "
-                   "and <src>/covost_v2.<src>_<tgt>.tsv (or the <src> directory itself)")
+    c.add_argument(
+        "--root",
+        required=True,
+        help="data root containing <src>/clips, <src>/validated.tsv "
+        "and <src>/covost_v2.<src>_<tgt>.tsv (or the <src> directory itself)",
+    )
     c.add_argument("--src", required=True, help="source (speech) language, e.g. en")
     c.add_argument("--tgt", required=True, help="target (text) language, e.g. de")
     c.add_argument("--jobs", type=int, default=2, help="processes decoding mp3 clips to 16 kHz WAV")
@@ -98,15 +141,32 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
             if a.corpus == "mustc":
                 from speechxl.data.corpus.mustc import prepare_mustc
 
-                prepare_mustc(root=a.root, lang=a.lang, out=a.out, vocab_size=a.vocab_size, ext_mt=a.ext_mt,
-                              min_seconds=a.min_seconds, max_seconds=a.max_seconds, exclude_text=a.exclude_text,
-                              corpus_version=a.corpus_version)
+                prepare_mustc(
+                    root=a.root,
+                    lang=a.lang,
+                    out=a.out,
+                    vocab_size=a.vocab_size,
+                    ext_mt=a.ext_mt,
+                    min_seconds=a.min_seconds,
+                    max_seconds=a.max_seconds,
+                    exclude_text=a.exclude_text,
+                    corpus_version=a.corpus_version,
+                )
             else:
                 from speechxl.data.corpus.covost2 import prepare_covost2
 
-                prepare_covost2(root=a.root, src=a.src, tgt=a.tgt, out=a.out, vocab_size=a.vocab_size,
-                                ext_mt=a.ext_mt, min_seconds=a.min_seconds, max_seconds=a.max_seconds,
-                                jobs=a.jobs, exclude_text=a.exclude_text)
+                prepare_covost2(
+                    root=a.root,
+                    src=a.src,
+                    tgt=a.tgt,
+                    out=a.out,
+                    vocab_size=a.vocab_size,
+                    ext_mt=a.ext_mt,
+                    min_seconds=a.min_seconds,
+                    max_seconds=a.max_seconds,
+                    jobs=a.jobs,
+                    exclude_text=a.exclude_text,
+                )
         except DataError as err:
             sys.exit(f"speechxl prep: {err}")
 
@@ -124,14 +184,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "processes or nodes (see README: Multi-GPU and multi-node).",
     )
     p.add_argument("--config", required=True, help="experiment YAML (sections: run_dir, model, data, train, stages)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides with dotted keys; values are read as YAML (train.amp=bf16, "
-                        "data.tasks=[st,mt]); one field of a progressive stage by its name or number "
-                        "(stages.mt_pretrain.max_update=2000, stages.2.tasks.ext_mt=0.5)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides with dotted keys; values are read as YAML (train.amp=bf16, "
+        "data.tasks=[st,mt]); one field of a progressive stage by its name or number "
+        "(stages.mt_pretrain.max_update=2000, stages.2.tasks.ext_mt=0.5)",
+    )
 
-    p.add_argument("--until-stage", default=None, metavar="NAME|N",
-                   help="train through the end of this progressive stage (its name, or its number from 1), save "
-                        "and stop; running again without it resumes into the next stage")
+    p.add_argument(
+        "--until-stage",
+        default=None,
+        metavar="NAME|N",
+        help="train through the end of this progressive stage (its name, or its number from 1), save "
+        "and stop; running again without it resumes into the next stage",
+    )
 
     def run(a):
         from speechxl.train.loop import train_from_config
@@ -152,34 +220,57 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", help="manifest TSV of the split to decode (references are scored)")
     src.add_argument("--audio", nargs="+", help="audio files to translate (no references)")
-    src.add_argument("--talks", metavar="MANIFEST",
-                     help="IWSLT long-form scoring: translate the whole talk wavs of a MuST-C-layout manifest "
-                          "(VAD segments), re-segment to the reference segments with mweralign, sacreBLEU; beside "
-                          "it the same model on the gold segments (OUT/score.json)")
-    p.add_argument("--segment", choices=["none", "vad"], default="none",
-                   help="--audio: vad cuts long audio at pauses (webrtcvad, at most --max-segment s) and writes "
-                        "subtitles OUT/<name>.<format> with the segments' times")
+    src.add_argument(
+        "--talks",
+        metavar="MANIFEST",
+        help="IWSLT long-form scoring: translate the whole talk wavs of a MuST-C-layout manifest "
+        "(VAD segments), re-segment to the reference segments with mweralign, sacreBLEU; beside "
+        "it the same model on the gold segments (OUT/score.json)",
+    )
+    p.add_argument(
+        "--segment",
+        choices=["none", "vad"],
+        default="none",
+        help="--audio: vad cuts long audio at pauses (webrtcvad, at most --max-segment s) and writes "
+        "subtitles OUT/<name>.<format> with the segments' times",
+    )
     p.add_argument("--format", choices=["srt", "vtt", "txt"], default="srt", help="subtitle format of --segment vad")
     p.add_argument("--max-segment", type=float, default=20.0, help="longest VAD segment in seconds")
-    p.add_argument("--out", required=True,
-                   help="output directory: hyp.txt (one line per input, in input order; empty for an input that "
-                        "could not be translated), ref.txt, ids.txt, score.json; models with several outputs "
-                        "(COSTT's transcript) add hyp.<output>.txt")
-    p.add_argument("--task", default="st",
-                   help="the task to decode (speechxl/tasks.py): st (translate, the default), asr (transcribe), mt "
-                        "(a text manifest), or any task with an output")
-    p.add_argument("--src-lang", default=None,
-                   help="source language of --audio files (default en), or of manifest rows without a src_lang "
-                        "column (fairseq's bilingual manifests; default: the checkpoint's data.src_lang)")
-    p.add_argument("--tgt-lang", default=None,
-                   help="target language (the forced tag, for models trained with language tags) of --audio files "
-                        "(default de), or of manifest rows without a tgt_lang column (default: data.tgt_lang)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory: hyp.txt (one line per input, in input order; empty for an input that "
+        "could not be translated), ref.txt, ids.txt, score.json; models with several outputs "
+        "(COSTT's transcript) add hyp.<output>.txt",
+    )
+    p.add_argument(
+        "--task",
+        default="st",
+        help="the task to decode (speechxl/tasks.py): st (translate, the default), asr (transcribe), mt "
+        "(a text manifest), or any task with an output",
+    )
+    p.add_argument(
+        "--src-lang",
+        default=None,
+        help="source language of --audio files (default en), or of manifest rows without a src_lang "
+        "column (fairseq's bilingual manifests; default: the checkpoint's data.src_lang)",
+    )
+    p.add_argument(
+        "--tgt-lang",
+        default=None,
+        help="target language (the forced tag, for models trained with language tags) of --audio files "
+        "(default de), or of manifest rows without a tgt_lang column (default: data.tgt_lang)",
+    )
     p.add_argument("--beam", type=int, default=5, help="beam size")
     p.add_argument("--lenpen", type=float, default=1.0, help="fairseq length penalty: score / length**lenpen")
     p.add_argument("--max-len-a", type=float, default=0.0, help="max output length = a * source length + b")
     p.add_argument("--max-len-b", type=int, default=200, help="max output length = a * source length + b")
-    p.add_argument("--max-tokens", type=int, default=None,
-                   help="batch budget in input units (default: 50000 fbank frames or 3.2M wave samples)")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="batch budget in input units (default: 50000 fbank frames or 3.2M wave samples)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
     def run(a):
@@ -192,24 +283,44 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        options = DecodeOptions(beam=a.beam, lenpen=a.lenpen, max_len_a=a.max_len_a, max_len_b=a.max_len_b,
-                                max_tokens=a.max_tokens)
+        options = DecodeOptions(
+            beam=a.beam, lenpen=a.lenpen, max_len_a=a.max_len_a, max_len_b=a.max_len_b, max_tokens=a.max_tokens
+        )
         if a.talks or a.segment == "vad":  # long audio: speechxl/inference/longform.py
             from speechxl.inference import longform
 
             vad = longform.VadOptions(max_seconds=a.max_segment)
             if a.talks:
-                result = longform.score_talks(a.checkpoint, a.talks, a.out, options=options, vad=vad, device=device,
-                                              task=a.task)
+                result = longform.score_talks(
+                    a.checkpoint, a.talks, a.out, options=options, vad=vad, device=device, task=a.task
+                )
             else:
-                result = longform.translate_long(a.checkpoint, a.audio, a.out, fmt=a.format, task=a.task,
-                                                 options=options, vad=vad, device=device, src_lang=a.src_lang,
-                                                 tgt_lang=a.tgt_lang)
+                result = longform.translate_long(
+                    a.checkpoint,
+                    a.audio,
+                    a.out,
+                    fmt=a.format,
+                    task=a.task,
+                    options=options,
+                    vad=vad,
+                    device=device,
+                    src_lang=a.src_lang,
+                    tgt_lang=a.tgt_lang,
+                )
                 result = {"files": [f["subtitles"] for f in result["files"]]}
             print(json.dumps(result))
             return
-        result = translate(a.checkpoint, out=a.out, manifest=a.manifest, audio=a.audio, task=a.task,
-                           options=options, device=device, src_lang=a.src_lang, tgt_lang=a.tgt_lang)
+        result = translate(
+            a.checkpoint,
+            out=a.out,
+            manifest=a.manifest,
+            audio=a.audio,
+            task=a.task,
+            options=options,
+            device=device,
+            src_lang=a.src_lang,
+            tgt_lang=a.tgt_lang,
+        )
         print(json.dumps(result))
 
     p.set_defaults(func=run)
@@ -225,8 +336,9 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
         "at pauses (webrtcvad) or at --max-segment seconds. See speechxl/inference/streaming.py.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    p.add_argument("--audio", required=True,
-                   help="audio file, or - for raw 16 kHz mono PCM on stdin (--pcm-format s16le or f32le)")
+    p.add_argument(
+        "--audio", required=True, help="audio file, or - for raw 16 kHz mono PCM on stdin (--pcm-format s16le or f32le)"
+    )
     p.add_argument("--pcm-format", choices=["s16le", "f32le"], default="s16le", help="sample format of stdin")
     p.add_argument("--chunk-ms", type=float, default=280.0, help="audio per chunk (default 280 ms)")
     p.add_argument("--realtime", action="store_true", help="pace a file like a microphone (sleep per chunk)")
@@ -236,11 +348,19 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--la-beam", type=int, default=1, help="LA-n: beam of each re-decoding")
     p.add_argument("--frames", type=int, default=2, help="AlignAtt f: wait while attention is in the last f frames")
     p.add_argument("--attn-layer", type=int, default=-1, help="AlignAtt: decoder layer whose attention is read")
-    p.add_argument("--segment", choices=["none", "vad"], default="vad",
-                   help="vad (default): end an utterance at a pause or at --max-segment seconds")
+    p.add_argument(
+        "--segment",
+        choices=["none", "vad"],
+        default="vad",
+        help="vad (default): end an utterance at a pause or at --max-segment seconds",
+    )
     p.add_argument("--max-segment", type=float, default=20.0, help="longest utterance in seconds")
-    p.add_argument("--format", choices=["srt", "vtt", "txt"], default=None,
-                   help="also write subtitles of the finished utterances to --out")
+    p.add_argument(
+        "--format",
+        choices=["srt", "vtt", "txt"],
+        default=None,
+        help="also write subtitles of the finished utterances to --out",
+    )
     p.add_argument("--out", default=None, help="subtitle file for --format")
     p.add_argument("--task", default="st")
     p.add_argument("--src-lang", default="en")
@@ -252,17 +372,26 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
 
         import numpy as np
 
-        from speechxl.models import load_model
         from speechxl.inference.longform import VadOptions, write_subtitles
         from speechxl.inference.streaming import PolicyOptions, StreamingTranslator, stream_segments
+        from speechxl.models import load_model
 
         if a.format and not a.out:
             raise SystemExit("speechxl stream: --format needs --out")
         model, vocab, config = load_model(a.checkpoint, device=a.device)
-        options = PolicyOptions(policy=a.policy, k=a.waitk, la_n=a.la_n, la_beam=a.la_beam, frames=a.frames,
-                                attn_layer=a.attn_layer)
-        translator = StreamingTranslator(model, vocab, config.get("data", {}), options, task=a.task,
-                                         tgt_lang=a.tgt_lang, src_lang=a.src_lang, device=a.device)
+        options = PolicyOptions(
+            policy=a.policy, k=a.waitk, la_n=a.la_n, la_beam=a.la_beam, frames=a.frames, attn_layer=a.attn_layer
+        )
+        translator = StreamingTranslator(
+            model,
+            vocab,
+            config.get("data", {}),
+            options,
+            task=a.task,
+            tgt_lang=a.tgt_lang,
+            src_lang=a.src_lang,
+            device=a.device,
+        )
         size = max(1, int(a.chunk_ms * 16))
 
         def chunks():
@@ -272,7 +401,7 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
                     data = sys.stdin.buffer.read(size * width)
                     if not data:
                         return
-                    samples = np.frombuffer(data[:len(data) // width * width], dtype=dtype)
+                    samples = np.frombuffer(data[: len(data) // width * width], dtype=dtype)
                     yield samples / 32768.0 if dtype == np.int16 else samples
             else:
                 import soundfile as sf
@@ -337,9 +466,14 @@ def _add_average(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--inputs", nargs="+", metavar="CKPT_DIR", help="checkpoint directories to average")
     which.add_argument("--run-dir", help="a training run directory (uses its checkpoints/)")
     p.add_argument("--last", type=int, default=None, metavar="N", help="with --run-dir: the last N checkpoints")
-    p.add_argument("--best-around", type=int, default=None, metavar="N",
-                   help="with --run-dir: the best checkpoint (by the run's train.best_metric) and the N-1 saved "
-                        "checkpoints nearest to it")
+    p.add_argument(
+        "--best-around",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --run-dir: the best checkpoint (by the run's train.best_metric) and the N-1 saved "
+        "checkpoints nearest to it",
+    )
     p.add_argument("--out", required=True, help="checkpoint directory to write (must not exist)")
 
     def run(a):
@@ -363,23 +497,26 @@ def _add_average(sub: argparse._SubParsersAction) -> None:
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="import checkpoints from HF transformers / fairseq")
-    formats = p.add_subparsers(dest="format", required=True,
-                               metavar="{hf-speech2text,fairseq-wav2vec2,fairseq-s2t}")
+    formats = p.add_subparsers(dest="format", required=True, metavar="{hf-speech2text,fairseq-wav2vec2,fairseq-s2t}")
     h = formats.add_parser(
-        "hf-speech2text", help="HF Speech2Text directory -> speechxl checkpoint directory",
+        "hf-speech2text",
+        help="HF Speech2Text directory -> speechxl checkpoint directory",
         description="Import an HF Speech2TextForConditionalGeneration directory (config.json, model.safetensors "
         "or pytorch_model.bin, sentencepiece.bpe.model, vocab.json) as a speechxl `s2t` checkpoint "
-        "(config.yaml, model.safetensors, spm.model, vocab.json) that translates exactly like the original.")
+        "(config.yaml, model.safetensors, spm.model, vocab.json) that translates exactly like the original.",
+    )
     h.add_argument("src", help="HF checkpoint directory (config.json, weights, tokenizer files)")
     h.add_argument("out", help="speechxl checkpoint directory to write")
     w = formats.add_parser("fairseq-wav2vec2", help="fairseq wav2vec 2.0 .pt -> HF Wav2Vec2Model directory")
     w.add_argument("src", help="fairseq checkpoint (.pt), pre-trained or CTC fine-tuned")
     w.add_argument("out", help="output directory")
     f = formats.add_parser(
-        "fairseq-s2t", help="fairseq s2t_transformer checkpoint .pt -> speechxl checkpoint directory",
+        "fairseq-s2t",
+        help="fairseq s2t_transformer checkpoint .pt -> speechxl checkpoint directory",
         description="Import a fairseq s2t_transformer checkpoint (read without running code from the file) as a "
         "speechxl `s2t` checkpoint that decodes like fairseq. The vocabulary is fairseq's dictionary (spm_*.txt) "
-        "and SentencePiece model named by its data config; CMVN, SpecAugment and language tags come from there too.")
+        "and SentencePiece model named by its data config; CMVN, SpecAugment and language tags come from there too.",
+    )
     f.add_argument("src", help="fairseq checkpoint (.pt), e.g. checkpoint_best.pt")
     f.add_argument("out", help="speechxl checkpoint directory to write")
     f.add_argument("--config", default=None, help="fairseq data config (config_st.yaml) the model was trained with")
@@ -407,11 +544,13 @@ def _add_fairseq(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fairseq", help="fairseq S2T data in (prep) and out (export)")
     ways = p.add_subparsers(dest="way", required=True, metavar="{prep,export}")
     i = ways.add_parser(
-        "prep", help="fairseq-prepared data (fbank80.zip / flac.zip manifests, config_*.yaml) -> speechxl data",
+        "prep",
+        help="fairseq-prepared data (fbank80.zip / flac.zip manifests, config_*.yaml) -> speechxl data",
         description="Read fairseq S2T data as it lies on disk and write OUT: the manifests with absolute audio "
         "paths and the languages filled in, spm.model + vocab.json (fairseq's dictionary ids) and config.yaml, an "
         "experiment config that `speechxl train --config OUT/config.yaml` runs (model: s2t, size s; override "
-        "with key=value). Features stay in the zips, read as stored.")
+        "with key=value). Features stay in the zips, read as stored.",
+    )
     i.add_argument("--config", required=True, help="fairseq data config, e.g. config_st.yaml")
     i.add_argument("--manifests", required=True, help="directory of the fairseq manifests (*.tsv)")
     i.add_argument("--out", required=True, help="speechxl data directory to write")
@@ -420,21 +559,34 @@ def _add_fairseq(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--spm", default=None, help="SentencePiece model (default: the config's bpe_tokenizer)")
     i.add_argument("--dict", default=None, help="fairseq dictionary (default: the config's vocab_filename)")
     e = ways.add_parser(
-        "export", help="speechxl manifests -> fairseq S2T data (fbank80.zip or flac.zip, <split>_<task>.tsv, "
-        "config_<task>.yaml)",
+        "export",
+        help="speechxl manifests -> fairseq S2T data (fbank80.zip or flac.zip, <split>_<task>.tsv, config_<task>.yaml)",
         description="Write what fairseq's speech_to_text prep scripts write: a ZIP_STORED fbank80.zip of <id>.npy "
         "80-dim log-mel matrices (or flac.zip), <split>_<task>.tsv manifests with zip byte ranges, the "
-        "SentencePiece model, its fairseq dictionary spm_*.txt and config_<task>.yaml (utterance CMVN).")
+        "SentencePiece model, its fairseq dictionary spm_*.txt and config_<task>.yaml (utterance CMVN).",
+    )
     e.add_argument("--manifest-dir", required=True, help="speechxl data directory (<split>.tsv, spm.model)")
     e.add_argument("--splits", nargs="+", required=True, help="splits to export, e.g. train dev tst-COMMON")
     e.add_argument("--out", required=True, help="fairseq data directory to write")
     e.add_argument("--task", choices=["st", "asr"], default="st", help="st (tgt_text) or asr (src_text)")
-    e.add_argument("--audio", choices=["fbank", "flac"], default="fbank",
-                   help="fbank80.zip of features (s2t_transformer), or flac.zip of audio (use_audio_input)")
-    e.add_argument("--specaugment", choices=["lb", "ld", "sm", "ss", "none"], default="lb",
-                   help="SpecAugment policy written into the config (fairseq's prep default: lb)")
-    e.add_argument("--lang-tags", choices=["auto", "yes", "no"], default="auto",
-                   help="prepend_tgt_lang_tag with <lang:xx> pieces (auto: when the vocabulary has the tags)")
+    e.add_argument(
+        "--audio",
+        choices=["fbank", "flac"],
+        default="fbank",
+        help="fbank80.zip of features (s2t_transformer), or flac.zip of audio (use_audio_input)",
+    )
+    e.add_argument(
+        "--specaugment",
+        choices=["lb", "ld", "sm", "ss", "none"],
+        default="lb",
+        help="SpecAugment policy written into the config (fairseq's prep default: lb)",
+    )
+    e.add_argument(
+        "--lang-tags",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="prepend_tgt_lang_tag with <lang:xx> pieces (auto: when the vocabulary has the tags)",
+    )
 
     def run(a):
         import json
@@ -442,14 +594,27 @@ def _add_fairseq(sub: argparse._SubParsersAction) -> None:
         if a.way == "prep":
             from speechxl.data.fairseq_prep import import_fairseq_data
 
-            result = import_fairseq_data(a.config, a.manifests, a.out, src_lang=a.src_lang, tgt_lang=a.tgt_lang,
-                                         spm_model=a.spm, dictionary=a.dict)
+            result = import_fairseq_data(
+                a.config,
+                a.manifests,
+                a.out,
+                src_lang=a.src_lang,
+                tgt_lang=a.tgt_lang,
+                spm_model=a.spm,
+                dictionary=a.dict,
+            )
         else:
             from speechxl.data.fairseq_prep import export_fairseq_data
 
-            result = export_fairseq_data(a.manifest_dir, a.out, a.splits, task=a.task, audio=a.audio,
-                                         specaugment=None if a.specaugment == "none" else a.specaugment,
-                                         lang_tags={"auto": None, "yes": True, "no": False}[a.lang_tags])
+            result = export_fairseq_data(
+                a.manifest_dir,
+                a.out,
+                a.splits,
+                task=a.task,
+                audio=a.audio,
+                specaugment=None if a.specaugment == "none" else a.specaugment,
+                lang_tags={"auto": None, "yes": True, "no": False}[a.lang_tags],
+            )
         print(json.dumps(result))
 
     p.set_defaults(func=run)
@@ -466,12 +631,19 @@ def _add_pretrain_w2v(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--manifest", required=True, help="manifest TSV whose audio column is used")
     p.add_argument("--out", required=True, help="run directory (checkpoints, train_log.jsonl)")
-    p.add_argument("--config", default="base",
-                   help="model: tiny, base or large (LV-60), or a YAML with `preset:` and Wav2Vec2Config fields")
+    p.add_argument(
+        "--config",
+        default="base",
+        help="model: tiny, base or large (LV-60), or a YAML with `preset:` and Wav2Vec2Config fields",
+    )
     p.add_argument("--max-updates", type=int, default=400_000, help="stop after this many updates")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (Adam)")
-    p.add_argument("--warmup-updates", type=int, default=None,
-                   help="linear warmup, then linear decay to 0 (default: 8%% of --max-updates)")
+    p.add_argument(
+        "--warmup-updates",
+        type=int,
+        default=None,
+        help="linear warmup, then linear decay to 0 (default: 8%% of --max-updates)",
+    )
     p.add_argument("--max-tokens", type=int, default=1_400_000, help="audio samples per batch (after cropping)")
     p.add_argument("--save-interval-updates", type=int, default=10_000, help="save a checkpoint every N updates")
     p.add_argument("--seed", type=int, default=1, help="random seed")
@@ -479,9 +651,14 @@ def _add_pretrain_w2v(sub: argparse._SubParsersAction) -> None:
     def run(a):
         from speechxl.train.pretrain_w2v import PretrainOptions, pretrain_wav2vec2
 
-        options = PretrainOptions(max_updates=a.max_updates, lr=a.lr, warmup_updates=a.warmup_updates,
-                                  max_tokens=a.max_tokens, save_interval_updates=a.save_interval_updates,
-                                  seed=a.seed)
+        options = PretrainOptions(
+            max_updates=a.max_updates,
+            lr=a.lr,
+            warmup_updates=a.warmup_updates,
+            max_tokens=a.max_tokens,
+            save_interval_updates=a.save_interval_updates,
+            seed=a.seed,
+        )
         pretrain_wav2vec2(a.manifest, a.out, config=a.config, options=options)
 
     p.set_defaults(func=run)
@@ -501,19 +678,40 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
         "or its hyp_file / ref_file), sacreBLEU's paired bootstrap resampling gives a p-value for each pair. "
         "Unreadable inputs are reported on stderr, naming the file and line; the rest is still shown.",
     )
-    p.add_argument("results", nargs="*", metavar="RESULT",
-                   help="score.json files (from `speechxl translate`), run directories (their decode_*/score.json, "
-                   "else score.json) or leaderboard.jsonl files (one JSON object per line, as the recipes write)")
-    p.add_argument("--format", choices=["md", "csv", "json"], default="md",
-                   help="md: one Markdown table per comparable set, then the paired tests; csv: one line per "
-                   "(table, system, direction); json: everything, structured (default: md)")
-    p.add_argument("--png", default=None, metavar="FILE",
-                   help="also draw a bar chart per direction holding one of your results (every direction when you "
-                   "give none), yours highlighted; needs matplotlib: pip install 'speechxl[plots]'")
-    p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
-                   help="include the published numbers (speechxl/eval/published.yaml, each with its source)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                   help="paired bootstrap resamples per pair of your results on the same references (0: no tests)")
+    p.add_argument(
+        "results",
+        nargs="*",
+        metavar="RESULT",
+        help="score.json files (from `speechxl translate`), run directories (their decode_*/score.json, "
+        "else score.json) or leaderboard.jsonl files (one JSON object per line, as the recipes write)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["md", "csv", "json"],
+        default="md",
+        help="md: one Markdown table per comparable set, then the paired tests; csv: one line per "
+        "(table, system, direction); json: everything, structured (default: md)",
+    )
+    p.add_argument(
+        "--png",
+        default=None,
+        metavar="FILE",
+        help="also draw a bar chart per direction holding one of your results (every direction when you "
+        "give none), yours highlighted; needs matplotlib: pip install 'speechxl[plots]'",
+    )
+    p.add_argument(
+        "--published",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="include the published numbers (speechxl/eval/published.yaml, each with its source)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="paired bootstrap resamples per pair of your results on the same references (0: no tests)",
+    )
 
     def run(a):
         from speechxl.eval.leaderboard import build_leaderboard, plot_leaderboard, render
@@ -527,8 +725,12 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
             check_png(a.png)
         if not a.results and not a.published:
             p.error("give at least one RESULT, or leave --published on")
-        board = build_leaderboard(a.results, published=a.published, bootstrap=a.bootstrap,
-                                  on_problem=lambda err: print(f"speechxl leaderboard: {err}", file=sys.stderr))
+        board = build_leaderboard(
+            a.results,
+            published=a.published,
+            bootstrap=a.bootstrap,
+            on_problem=lambda err: print(f"speechxl leaderboard: {err}", file=sys.stderr),
+        )
         if not board.tables:
             sys.exit("speechxl leaderboard: no readable results")
         sys.stdout.write(render(board, a.format))
@@ -560,16 +762,27 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         except PlotsUnavailable as err:
             sys.exit(f"speechxl plot: {err}")
         if not has_time(a.runs):
-            print("speechxl plot: the log records carry no time, so the curves are against update only",
-                  file=sys.stderr)
+            print(
+                "speechxl plot: the log records carry no time, so the curves are against update only", file=sys.stderr
+            )
         print(f"speechxl plot: wrote {out}", file=sys.stderr)
 
     p.set_defaults(func=run)
 
 
 COMMANDS = [
-    _add_synth, _add_prep, _add_train, _add_translate, _add_score, _add_average,
-    _add_convert, _add_leaderboard, _add_plot, _add_pretrain_w2v, _add_fairseq, _add_stream,
+    _add_synth,
+    _add_prep,
+    _add_train,
+    _add_translate,
+    _add_score,
+    _add_average,
+    _add_convert,
+    _add_leaderboard,
+    _add_plot,
+    _add_pretrain_w2v,
+    _add_fairseq,
+    _add_stream,
 ]
 
 

@@ -4,6 +4,7 @@ The resolved config is a plain dict once written (run_dir/config.yaml, and insid
 checkpoint can be read without this module's classes. `model` stays a free dict: its `arch` picks the model
 class and that class's own config dataclass checks the rest.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -103,8 +104,12 @@ MOVED_KEYS = {
     "model.prepend_lang_tag": "data.prepend_lang_tag",
 }
 _MINIMUMS = {"train.freeze_acoustic_updates": 0, "train.max_bad_updates": 1}
-_CHOICES = {"data.features": ("wave", "fbank"), "data.cmvn": ("utterance", "utterance_fairseq", "global", "none"),
-            "train.amp": ("none", "bf16", "fp16"), "train.device": ("auto", "cpu", "cuda")}
+_CHOICES = {
+    "data.features": ("wave", "fbank"),
+    "data.cmvn": ("utterance", "utterance_fairseq", "global", "none"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "train.device": ("auto", "cpu", "cuda"),
+}
 # PyYAML follows YAML 1.1, where `5e-4` (no dot) is a string; people mean a number.
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -145,8 +150,9 @@ def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
         node = yaml.compose(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        raise DataError(path, f"malformed YAML: {getattr(err, 'problem', err)}",
-                        mark.line + 1 if mark else None) from err
+        raise DataError(
+            path, f"malformed YAML: {getattr(err, 'problem', err)}", mark.line + 1 if mark else None
+        ) from err
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
@@ -240,8 +246,7 @@ def _set_stage_key(raw: dict[str, Any], name: str, value: Any, source: str, line
         known = ", ".join(f"{i} ({n})" for i, n in enumerate(names, 1)) or "none: the config has no stages"
         raise DataError(source, f"stages.{name}: no stage {stage_ref!r}; stages: {known}", line)
     if not path:
-        raise DataError(source, f"stages.{name}: name a field of the stage, e.g. stages.{stage_ref}.max_update",
-                        line)
+        raise DataError(source, f"stages.{name}: name a field of the stage, e.g. stages.{stage_ref}.max_update", line)
     stage = stages[index]
     *parents, leaf = path.split(".")
     target = stage
@@ -389,8 +394,11 @@ def _tasks(value: Any, source: str, where: str) -> dict[str, float]:
         if task not in source_names():
             raise _error(source, where, f"unknown task {task!r}; known: {', '.join(source_names())}")
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0:
-            raise _error(source, where, f"ratio of task {task!r} must be a number > 0 (leave a task out to "
-                                        f"not train it), got {ratio!r}")
+            raise _error(
+                source,
+                where,
+                f"ratio of task {task!r} must be a number > 0 (leave a task out to not train it), got {ratio!r}",
+            )
         ratios[task] = float(ratio)
     return ratios
 
@@ -398,16 +406,16 @@ def _tasks(value: Any, source: str, where: str) -> dict[str, float]:
 def _prefixes(value: Any, source: str, where: str, key: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items or not all(isinstance(p, str) and p for p in items):
-        raise _error(source, where, f"trainable.{key} must be a non-empty list of parameter-name prefixes, "
-                                    f"got {value!r}")
+        raise _error(
+            source, where, f"trainable.{key} must be a non-empty list of parameter-name prefixes, got {value!r}"
+        )
     return tuple(items)
 
 
 def _trainable(value: Any, source: str, where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """{freeze: [...]} or {only: [...]} -> (freeze, only)."""
     if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("freeze", "only"):
-        raise _error(source, where, f"trainable must be {{freeze: [prefixes]}} or {{only: [prefixes]}}, "
-                                    f"got {value!r}")
+        raise _error(source, where, f"trainable must be {{freeze: [prefixes]}} or {{only: [prefixes]}}, got {value!r}")
     key, prefixes = next(iter(value.items()))
     prefixes = _prefixes(prefixes, source, where, key)
     return (prefixes, ()) if key == "freeze" else ((), prefixes)
@@ -421,8 +429,12 @@ def _train_overrides(entry: dict[str, Any], source: str, where: str) -> dict[str
         if key in _STAGE_KEYS:
             continue
         if key not in overridable:
-            raise _error(source, where, f"unknown stage key {key!r}; stage keys: {', '.join(_STAGE_KEYS)}; "
-                                        f"train overrides: {', '.join(overridable)}")
+            raise _error(
+                source,
+                where,
+                f"unknown stage key {key!r}; stage keys: {', '.join(_STAGE_KEYS)}; "
+                f"train overrides: {', '.join(overridable)}",
+            )
         try:
             overrides[key] = coerce(value, hints[key], f"train.{key}", source, None)
         except DataError as err:

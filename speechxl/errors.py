@@ -1,4 +1,5 @@
 """Errors that point a person at the exact place in their data."""
+
 from __future__ import annotations
 
 import os

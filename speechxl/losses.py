@@ -1,12 +1,14 @@
 """Training losses. Each returns *sums* over tokens; the trainer divides by the sample size."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def label_smoothed_nll_loss(logits: torch.Tensor, target: torch.Tensor, *, epsilon: float, ignore_index: int,
-                            ignore_prefix_size: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
+def label_smoothed_nll_loss(
+    logits: torch.Tensor, target: torch.Tensor, *, epsilon: float, ignore_index: int, ignore_prefix_size: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """fairseq's label-smoothed cross-entropy, summed over non-padding target tokens.
 
     With eps_i = ε/(V−1): loss = (1−ε−eps_i)·(−lp[y]) + eps_i·(−Σ_k lp[k]). The first `ignore_prefix_size`
@@ -23,20 +25,26 @@ def label_smoothed_nll_loss(logits: torch.Tensor, target: torch.Tensor, *, epsil
     return loss[keep].sum(), nll[keep].sum(), int(keep.sum())
 
 
-def ctc_loss(logits: torch.Tensor, input_lengths: torch.Tensor, targets: torch.Tensor,
-             target_lengths: torch.Tensor, *, blank: int) -> torch.Tensor:
+def ctc_loss(
+    logits: torch.Tensor,
+    input_lengths: torch.Tensor,
+    targets: torch.Tensor,
+    target_lengths: torch.Tensor,
+    *,
+    blank: int,
+) -> torch.Tensor:
     """CTC of encoder logits (B, T, V) against right-padded token targets (B, U), summed over utterances.
 
     Utterances whose target cannot be aligned (too few frames) contribute zero instead of infinity."""
     lprobs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V) as F.ctc_loss wants
-    return F.ctc_loss(lprobs, targets, input_lengths, target_lengths, blank=blank, reduction="sum",
-                      zero_infinity=True)
+    return F.ctc_loss(lprobs, targets, input_lengths, target_lengths, blank=blank, reduction="sum", zero_infinity=True)
 
 
 # ---------------------------------------------------------------------------------------------- contrastive
 # Chimera's and ConST's contrastive losses between the audio and the text view of the same utterances. Each
 # returns one loss per utterance (B,), so that the model decides how to weigh them against token-summed CE
 # (speechxl/models/chimera.py: the per-utterance mean, scaled by the batch's sample size).
+
 
 def _cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(..., N, D), (..., K, D) -> (..., N, K) cosine similarities (fp32)."""
@@ -73,8 +81,13 @@ def masked_mean(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Ten
     return (x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
 
 
-def sentence_contrastive_loss(audio: torch.Tensor, audio_padding_mask: torch.Tensor | None, text: torch.Tensor,
-                              text_padding_mask: torch.Tensor | None, temperature: float) -> torch.Tensor:
+def sentence_contrastive_loss(
+    audio: torch.Tensor,
+    audio_padding_mask: torch.Tensor | None,
+    text: torch.Tensor,
+    text_padding_mask: torch.Tensor | None,
+    temperature: float,
+) -> torch.Tensor:
     """ConST (`label_smoothed_cross_entropy_with_contrastive_loss.py`): each view mean-pooled over its real
     positions, the (B, B) cosine similarities sim[i, j] = cos(audio_i, text_j) / τ, and
     `-log_softmax(sim, dim=0).diag()`: for the text of utterance b, the audio of b among the batch's audio.

@@ -16,6 +16,7 @@ A task names manifest columns (`audio src_text tgt_text src_lang tgt_lang`) and 
 - `output`: what decoding this task writes (`translation`, `transcript`), or None: a loss-only task.
   `OUTPUTS` says which column is its reference and which metrics score it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,9 +78,11 @@ TASKS: dict[str, Task] = {}
 
 def register_task(task: Task) -> Task:
     """Add a task to the table (or replace one of the same name)."""
-    for value, allowed, what in ((task.budget, (AUDIO, "tokens"), "budget"),
-                                 (task.encoder_input, (AUDIO, TEXT), "encoder_input"),
-                                 (task.decoder_target, (TARGET, TRANSCRIPT), "decoder_target")):
+    for value, allowed, what in (
+        (task.budget, (AUDIO, "tokens"), "budget"),
+        (task.encoder_input, (AUDIO, TEXT), "encoder_input"),
+        (task.decoder_target, (TARGET, TRANSCRIPT), "decoder_target"),
+    ):
         if value not in allowed:
             raise ValueError(f"task {task.name}: {what} must be one of {allowed}, not {value!r}")
     if task.output is not None and task.output not in OUTPUTS:
@@ -89,15 +92,39 @@ def register_task(task: Task) -> Task:
 
 
 for _task in (
-    Task("st", fields=("audio", "tgt_text"), budget=AUDIO, encoder_input=AUDIO, decoder_target=TARGET,
-         output="translation"),
-    Task("asr", fields=("audio", "src_text"), budget=AUDIO, encoder_input=AUDIO, decoder_target=TRANSCRIPT,
-         output="transcript"),
-    Task("mt", fields=("src_text", "tgt_text"), budget="tokens", encoder_input=TEXT, decoder_target=TARGET,
-         output="translation"),
+    Task(
+        "st",
+        fields=("audio", "tgt_text"),
+        budget=AUDIO,
+        encoder_input=AUDIO,
+        decoder_target=TARGET,
+        output="translation",
+    ),
+    Task(
+        "asr",
+        fields=("audio", "src_text"),
+        budget=AUDIO,
+        encoder_input=AUDIO,
+        decoder_target=TRANSCRIPT,
+        output="transcript",
+    ),
+    Task(
+        "mt",
+        fields=("src_text", "tgt_text"),
+        budget="tokens",
+        encoder_input=TEXT,
+        decoder_target=TARGET,
+        output="translation",
+    ),
     # audio + transcript + translation in one batch: models train several losses from one audio encoding
-    Task("triplet", fields=("audio", "src_text", "tgt_text"), budget=AUDIO, encoder_input=AUDIO,
-         decoder_target=TARGET, output="translation"),
+    Task(
+        "triplet",
+        fields=("audio", "src_text", "tgt_text"),
+        budget=AUDIO,
+        encoder_input=AUDIO,
+        decoder_target=TARGET,
+        output="translation",
+    ),
 ):
     register_task(_task)
 

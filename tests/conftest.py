@@ -5,6 +5,7 @@
 Both: 24 train / 8 dev / 8 test sentences, ROOT/ext_mt/train.{en,de} with 16 text-only pairs, and
 ROOT/synth_info.json (seed, counts, voices per split). Treat them as read-only: they are shared.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Audio loading, fbank, CMVN and SpecAugment (speechxl.data.audio)."""
+
 from __future__ import annotations
 
 import kaldi_native_fbank as knf

@@ -1,4 +1,5 @@
 """Examples, collate, dynamic batches, DDP sharding, resume, multitask mixing (speechxl.data.batching)."""
+
 from __future__ import annotations
 
 import collections
@@ -56,8 +57,18 @@ def corpus(tmp_path_factory):
             talk = np.concatenate([np.zeros(500, np.float32), wave])
             sf.write(root / "wav" / "talk.wav", talk, 16000, subtype="FLOAT")
             audio = f"wav/talk.wav:500:{n}"
-        rows.append(dict(id=f"u{i}", audio=audio, n_frames=n, tgt_text=de, speaker="spk", src_text=en,
-                         src_lang="en", tgt_lang="de"))
+        rows.append(
+            dict(
+                id=f"u{i}",
+                audio=audio,
+                n_frames=n,
+                tgt_text=de,
+                speaker="spk",
+                src_text=en,
+                src_lang="en",
+                tgt_lang="de",
+            )
+        )
     write_manifest(root / "train.tsv", rows)
     return root / "train.tsv"
 
@@ -127,8 +138,9 @@ def test_feature_cache_gives_identical_features_without_rereading_audio(tmp_path
     shutil.copytree(corpus.parent, copy)
     cfg = FeatureConfig(features="fbank", specaugment="ld", cache=True)
     cached = SpeechTextDataset.from_manifest(copy / "train.tsv", "st", vocab, features=cfg, train=True, seed=3)
-    plain = SpeechTextDataset.from_manifest(corpus, "st", vocab, features=FeatureConfig(specaugment="ld"),
-                                            train=True, seed=3)
+    plain = SpeechTextDataset.from_manifest(
+        corpus, "st", vocab, features=FeatureConfig(specaugment="ld"), train=True, seed=3
+    )
     first = [cached[(1, i)].audio for i in range(len(cached))]
     shutil.rmtree(copy / "wav")  # a second epoch must come from memory
     for i in range(len(cached)):

@@ -1,4 +1,5 @@
 """Checkpoint directories: round trip, clear errors, atomic save / crash clean-up, pruning, averaging."""
+
 from __future__ import annotations
 
 import os
@@ -9,12 +10,11 @@ import torch
 from safetensors.torch import save_file
 from tiny_run import TINY_MODEL, make_corpus
 
+from speechxl import checkpoint as ckpt
 from speechxl.cli import main
 from speechxl.data.vocab import Vocab
 from speechxl.errors import CheckpointError
-from speechxl.models import build_model
-from speechxl import checkpoint as ckpt
-from speechxl.models import load_model
+from speechxl.models import build_model, load_model
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +34,26 @@ def new_model(vocab, seed: int, **overrides):
 
 def write(directory, model, corpus, trainer_state=None, metrics=None):
     config = {"model": dict(TINY_MODEL), "run_dir": "x"}
-    return ckpt.write_checkpoint(directory, model_state=model.state_dict(), config=config,
-                                 vocab_files=[corpus / "spm.model"], trainer_state=trainer_state, metrics=metrics)
+    return ckpt.write_checkpoint(
+        directory,
+        model_state=model.state_dict(),
+        config=config,
+        vocab_files=[corpus / "spm.model"],
+        trainer_state=trainer_state,
+        metrics=metrics,
+    )
 
 
 def test_round_trip_translates_alone(tmp_path, corpus, vocab):
     model = new_model(vocab, 0)
     state = {"num_updates": 7, "rng": torch.get_rng_state(), "nested": {"a": [1, 2.5, "x"]}}
     directory = write(tmp_path / "ckpt-7", model, corpus, trainer_state=state)
-    assert sorted(p.name for p in directory.iterdir()) == ["config.yaml", "model.safetensors", "spm.model",
-                                                           "trainer.pt"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "config.yaml",
+        "model.safetensors",
+        "spm.model",
+        "trainer.pt",
+    ]
     loaded, loaded_vocab, config = load_model(directory)
     assert config["model"] == TINY_MODEL and len(loaded_vocab) == len(vocab)
     for key, value in model.state_dict().items():
@@ -150,9 +160,16 @@ def test_prune_and_best_follow_the_runs_best_metric_and_its_direction(tmp_path, 
     model = new_model(vocab, 0)
     losses = {1: 3.0, 2: 1.5, 3: 2.0, 4: 2.5, 5: 4.0}
     for update, loss in losses.items():
-        write(run / "checkpoints" / f"ckpt-{update}", model, corpus,
-              metrics={"mlm_loss": loss, "bleu": 10.0 * update,
-                       "best_metric": {"name": "mlm_loss", "higher_is_better": False}})
+        write(
+            run / "checkpoints" / f"ckpt-{update}",
+            model,
+            corpus,
+            metrics={
+                "mlm_loss": loss,
+                "bleu": 10.0 * update,
+                "best_metric": {"name": "mlm_loss", "higher_is_better": False},
+            },
+        )
     assert ckpt.best_checkpoint(run).name == "ckpt-2"  # no `best` link: ranked from metrics.json
     removed = ckpt.prune_checkpoints(run, keep_last=1, keep_best=2)
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["ckpt-2", "ckpt-3", "ckpt-5"]

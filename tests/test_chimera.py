@@ -1,6 +1,7 @@
 """Chimera: the shared semantic memory (slots see only the encoder states, never each other or padding), the
 three contrastive losses against hand computations, the triplet loss and its ramp, the recipe end to end on
 SynthST at a tiny size, and the MT -> triplet stage switch resumed exactly after an interruption."""
+
 from __future__ import annotations
 
 import json
@@ -140,9 +141,20 @@ def test_sentence_contrastive_by_hand():
 
 # ---------------------------------------------------------------------------------------------- the model
 
-TINY = {"arch": "chimera", "size": "tiny", "memory_slots": 4, "memory_layers": 2, "conv_channels": 32, "dim": 32,
-        "encoder_layers": 1, "decoder_layers": 1, "encoder_heads": 2, "decoder_heads": 2, "encoder_ffn_dim": 32,
-        "decoder_ffn_dim": 32}
+TINY = {
+    "arch": "chimera",
+    "size": "tiny",
+    "memory_slots": 4,
+    "memory_layers": 2,
+    "conv_channels": 32,
+    "dim": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_heads": 2,
+    "decoder_heads": 2,
+    "encoder_ffn_dim": 32,
+    "decoder_ffn_dim": 32,
+}
 
 
 @pytest.fixture(scope="module")
@@ -207,10 +219,35 @@ def test_padded_audio_batch_encodes_each_utterance_alone(small_corpus):
 
 def test_mustc_recipe_trains_averages_decodes_and_scores_chimera(synth_mustc, tmp_path):
     data, exp = tmp_path / "data", tmp_path / "exp"
-    run_recipe("mustc", "--method", "chimera", "--root", synth_mustc, "--lang", "de", "--ext-mt",
-               synth_mustc / "ext_mt", "--w2v", tiny_w2v(tmp_path / "w2v"), "--conf",
-               RECIPES / "mustc/conf/chimera_tiny.yaml", "--data", data, "--exp", exp, "--vocab-size", 300,
-               "--avg-last", 2, "--max-len-b", 8, "--stop-stage", 5, "--", "train.valid_max_sentences=2")
+    run_recipe(
+        "mustc",
+        "--method",
+        "chimera",
+        "--root",
+        synth_mustc,
+        "--lang",
+        "de",
+        "--ext-mt",
+        synth_mustc / "ext_mt",
+        "--w2v",
+        tiny_w2v(tmp_path / "w2v"),
+        "--conf",
+        RECIPES / "mustc/conf/chimera_tiny.yaml",
+        "--data",
+        data,
+        "--exp",
+        exp,
+        "--vocab-size",
+        300,
+        "--avg-last",
+        2,
+        "--max-len-b",
+        8,
+        "--stop-stage",
+        5,
+        "--",
+        "train.valid_max_sentences=2",
+    )
     records = [r for r in read_log(exp) if r["type"] == "train"]
     assert [r["stage"] for r in records] == ["mt_pretrain"] * 2 + ["triplet"] * 3
     assert all("ctr_loss" not in r for r in records[:2]) and all("ctr_loss" in r for r in records[2:])
@@ -228,10 +265,21 @@ def test_mustc_recipe_trains_averages_decodes_and_scores_chimera(synth_mustc, tm
 
 MT_UPDATES, TRIPLET_UPDATES = 2, 3
 STAGES = [
-    {"name": "mt_pretrain", "tasks": {"mt": 1.0, "ext_mt": 1.0}, "max_update": MT_UPDATES, "lr": 3e-3,
-     "best_metric": "mt_loss", "trainable": {"freeze": ["acoustic", "subsampler"]}},
-    {"name": "triplet", "tasks": {"triplet": 1.0}, "max_update": TRIPLET_UPDATES, "reset_optimizer": True,
-     "warmup_updates": 2},
+    {
+        "name": "mt_pretrain",
+        "tasks": {"mt": 1.0, "ext_mt": 1.0},
+        "max_update": MT_UPDATES,
+        "lr": 3e-3,
+        "best_metric": "mt_loss",
+        "trainable": {"freeze": ["acoustic", "subsampler"]},
+    },
+    {
+        "name": "triplet",
+        "tasks": {"triplet": 1.0},
+        "max_update": TRIPLET_UPDATES,
+        "reset_optimizer": True,
+        "warmup_updates": 2,
+    },
 ]
 
 
@@ -239,11 +287,28 @@ def chimera_config(corpus: Path, run_dir: Path, w2v: Path) -> dict:  # noqa: F81
     return {
         "run_dir": str(run_dir),
         "model": {**TINY, "w2v_path": str(w2v), "contrastive_ramp": 2, "contrastive_ramp_start": MT_UPDATES},
-        "data": {"manifest_dir": str(corpus), "features": "wave", "tasks": ["triplet"], "ext_mt_split": "ext_mt",
-                 "max_wave_samples": 24000, "max_tokens": 60, "max_sentences": 4},
-        "train": {"seed": 2, "lr": 2e-3, "warmup_updates": 3, "device": "cpu", "log_every": 1,
-                  "validate_every": 0, "save_every": 1, "keep_last": 0, "valid_beam": 1,
-                  "valid_max_sentences": 2, "best_metric": "st_loss"},
+        "data": {
+            "manifest_dir": str(corpus),
+            "features": "wave",
+            "tasks": ["triplet"],
+            "ext_mt_split": "ext_mt",
+            "max_wave_samples": 24000,
+            "max_tokens": 60,
+            "max_sentences": 4,
+        },
+        "train": {
+            "seed": 2,
+            "lr": 2e-3,
+            "warmup_updates": 3,
+            "device": "cpu",
+            "log_every": 1,
+            "validate_every": 0,
+            "save_every": 1,
+            "keep_last": 0,
+            "valid_beam": 1,
+            "valid_max_sentences": 2,
+            "best_metric": "st_loss",
+        },
         "stages": STAGES,
     }
 
@@ -288,9 +353,16 @@ def test_paper_configs(corpus):  # noqa: F811
         cfg = load_config(path)
         model = cfg.model
         assert (model["arch"], model["size"], model["memory_slots"], model["memory_layers"]) == (
-            "chimera", "base", 64, 3)
+            "chimera",
+            "base",
+            64,
+            3,
+        )
         assert (model["contrastive"], model["contrastive_temperature"], model["loss_weights"]) == (
-            "slot", 0.1, [1, 1, 1])
+            "slot",
+            0.1,
+            [1, 1, 1],
+        )
         assert cfg.train.best_metric == "st_loss"
         mt, triplet = parse_stages(cfg.stages, str(path))
         assert (mt.train_overrides["lr"], mt.train_overrides["warmup_updates"]) == (5e-4, 4000)

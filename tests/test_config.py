@@ -1,4 +1,5 @@
 """Experiment config: defaults <- YAML <- key=value overrides, and the errors people will hit."""
+
 from __future__ import annotations
 
 import re
@@ -71,8 +72,15 @@ def test_missing_file_is_a_data_error(tmp_path):
 
 
 def test_dumped_config_round_trips(tmp_path):
-    cfg = load_config(None, ["model.arch=s2t", "model.encoder_layers=2", "train.adam_betas=[0.9, 0.99]",
-                             "stages=[{name: mt, tasks: {mt: 1}, max_update: 5}]"])
+    cfg = load_config(
+        None,
+        [
+            "model.arch=s2t",
+            "model.encoder_layers=2",
+            "train.adam_betas=[0.9, 0.99]",
+            "stages=[{name: mt, tasks: {mt: 1}, max_update: 5}]",
+        ],
+    )
     assert cfg.stages == [{"name": "mt", "tasks": {"mt": 1}, "max_update": 5}]  # checked by train/stages.py
     again = config_from_dict(yaml.safe_load(dump_config(cfg)))
     assert again == cfg
@@ -91,18 +99,23 @@ STAGES_YAML = """stages:
 def test_one_stage_field_is_overridden_by_name_or_number(tmp_path):
     path = write(tmp_path, STAGES_YAML)
     cfg = load_config(path, ["stages.mt_pretrain.max_update=7", "stages.2.tasks.ext_mt=0.5", "stages.2.lr=1e-3"])
-    assert cfg.stages == [{"name": "mt_pretrain", "tasks": {"ext_mt": 1, "mt": 1}, "max_update": 7},
-                          {"name": "multitask", "tasks": {"st": 1, "ext_mt": 0.5}, "lr": 1e-3}]
+    assert cfg.stages == [
+        {"name": "mt_pretrain", "tasks": {"ext_mt": 1, "mt": 1}, "max_update": 7},
+        {"name": "multitask", "tasks": {"st": 1, "ext_mt": 0.5}, "lr": 1e-3},
+    ]
     assert load_config(path).stages[0]["max_update"] == 100  # the file's own stages are untouched
 
 
-@pytest.mark.parametrize("override, message", [
-    ("stages.nope.max_update=1", r"no stage 'nope'; stages: 1 \(mt_pretrain\), 2 \(multitask\)"),
-    ("stages.3.max_update=1", "no stage '3'"),
-    ("stages.1=5", "name a field of the stage"),
-    ("stages.1.max_update=0", r"stage 1 \(mt_pretrain\): max_update must be an integer >= 1"),
-    ("stages.multitask.bogus=1", "unknown stage key 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("stages.nope.max_update=1", r"no stage 'nope'; stages: 1 \(mt_pretrain\), 2 \(multitask\)"),
+        ("stages.3.max_update=1", "no stage '3'"),
+        ("stages.1=5", "name a field of the stage"),
+        ("stages.1.max_update=0", r"stage 1 \(mt_pretrain\): max_update must be an integer >= 1"),
+        ("stages.multitask.bogus=1", "unknown stage key 'bogus'"),
+    ],
+)
 def test_bad_stage_override_is_a_clear_error(tmp_path, override, message):
     with pytest.raises(DataError, match=message):
         load_config(write(tmp_path, STAGES_YAML), [override])
@@ -113,19 +126,25 @@ def test_stage_override_without_stages_says_so():
         load_config(None, ["stages.1.max_update=5"])
 
 
-@pytest.mark.parametrize("key, home", [
-    ("model.label_smoothing", "train.label_smoothing"),
-    ("train.ignore_prefix_size", "data.prepend_lang_tag"),
-    ("model.ignore_prefix_size", "data.prepend_lang_tag"),
-    ("model.w2v_freeze_updates", "train.freeze_acoustic_updates"),
-    ("model.w2v_freeze", "a stage's `trainable: {freeze: [acoustic]}`"),
-])
+@pytest.mark.parametrize(
+    "key, home",
+    [
+        ("model.label_smoothing", "train.label_smoothing"),
+        ("train.ignore_prefix_size", "data.prepend_lang_tag"),
+        ("model.ignore_prefix_size", "data.prepend_lang_tag"),
+        ("model.w2v_freeze_updates", "train.freeze_acoustic_updates"),
+        ("model.w2v_freeze", "a stage's `trainable: {freeze: [acoustic]}`"),
+    ],
+)
 def test_a_setting_has_one_home_and_a_moved_key_says_where(tmp_path, key, home):
     section, name = key.split(".")
     path = tmp_path / "conf.yaml"
     path.write_text(f"run_dir: x\n{section}:\n  {name}: 1\n")
-    with pytest.raises(DataError, match=rf"conf.yaml:3: {re.escape(key)} is no longer a setting; it lives in "
-                                        rf"{re.escape(home)}"):
+    with pytest.raises(
+        DataError,
+        match=rf"conf.yaml:3: {re.escape(key)} is no longer a setting; it lives in "
+        rf"{re.escape(home)}",
+    ):
         load_config(path)
     with pytest.raises(DataError, match=re.escape(home)):
         load_config(None, [f"{key}=1"])
@@ -134,14 +153,16 @@ def test_a_setting_has_one_home_and_a_moved_key_says_where(tmp_path, key, home):
 def test_the_model_config_refuses_a_moved_key_too():
     from speechxl.models.s2t import S2TConfig
 
-    with pytest.raises(DataError, match="model.label_smoothing is no longer a setting; it lives in "
-                                        "train.label_smoothing"):
+    with pytest.raises(
+        DataError, match="model.label_smoothing is no longer a setting; it lives in train.label_smoothing"
+    ):
         S2TConfig.from_dict({"size": "xs", "label_smoothing": 0.2})
 
 
 def test_best_metric_and_new_train_settings_parse():
-    cfg = load_config(None, ["train.best_metric=wer", "train.freeze_acoustic_updates=100",
-                             "data.prepend_lang_tag=false"])
+    cfg = load_config(
+        None, ["train.best_metric=wer", "train.freeze_acoustic_updates=100", "data.prepend_lang_tag=false"]
+    )
     assert (cfg.train.best_metric, cfg.train.freeze_acoustic_updates, cfg.data.prepend_lang_tag) == ("wer", 100, False)
     with pytest.raises(DataError, match="train.freeze_acoustic_updates must be >= 0"):
         load_config(None, ["train.freeze_acoustic_updates=-1"])

@@ -1,4 +1,5 @@
 """fairseq wav2vec2 .pt → HF directory: outputs match the source model; hostile pickles are refused."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,20 +20,41 @@ CONV = "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2"
 
 def fairseq_model_cfg(large: bool) -> dict:
     return {
-        "_name": "wav2vec2", "extractor_mode": "layer_norm" if large else "default", "conv_feature_layers": CONV,
-        "conv_bias": large, "layer_norm_first": large, "encoder_layers": 2, "encoder_embed_dim": 32,
-        "encoder_ffn_embed_dim": 64, "encoder_attention_heads": 2, "activation_fn": "gelu", "conv_pos": 16,
-        "conv_pos_groups": 4, "final_dim": 16, "latent_vars": 8, "latent_groups": 2, "mask_prob": 0.65,
+        "_name": "wav2vec2",
+        "extractor_mode": "layer_norm" if large else "default",
+        "conv_feature_layers": CONV,
+        "conv_bias": large,
+        "layer_norm_first": large,
+        "encoder_layers": 2,
+        "encoder_embed_dim": 32,
+        "encoder_ffn_embed_dim": 64,
+        "encoder_attention_heads": 2,
+        "activation_fn": "gelu",
+        "conv_pos": 16,
+        "conv_pos_groups": 4,
+        "final_dim": 16,
+        "latent_vars": 8,
+        "latent_groups": 2,
+        "mask_prob": 0.65,
     }
 
 
 def hf_source_model(large: bool) -> Wav2Vec2Model:
     torch.manual_seed(0)
     config = Wav2Vec2Config(
-        conv_dim=[32] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2],
-        feat_extract_norm="layer" if large else "group", conv_bias=large, do_stable_layer_norm=large,
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, mask_time_prob=0.65,
+        conv_dim=[32] * 7,
+        conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+        conv_stride=[5, 2, 2, 2, 2, 2, 2],
+        feat_extract_norm="layer" if large else "group",
+        conv_bias=large,
+        do_stable_layer_norm=large,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        mask_time_prob=0.65,
     )
     model = Wav2Vec2Model(config).eval()
     with torch.no_grad():  # non-trivial norms and biases, so a mis-mapped one shows
@@ -78,8 +100,10 @@ WAVE = torch.randn(2, 8000, generator=torch.Generator().manual_seed(1))
 
 def test_base_args_namespace_checkpoint_converts_exactly(tmp_path):
     source = hf_source_model(large=False)
-    ckpt = {"args": argparse.Namespace(**fairseq_model_cfg(False), normalize=False),
-            "model": to_fairseq_names(source, large=False, weight_norm="old")}
+    ckpt = {
+        "args": argparse.Namespace(**fairseq_model_cfg(False), normalize=False),
+        "model": to_fairseq_names(source, large=False, weight_norm="old"),
+    }
     torch.save(ckpt, tmp_path / "base.pt")
     summary = convert_fairseq_wav2vec2(tmp_path / "base.pt", tmp_path / "out")
     assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
@@ -94,8 +118,10 @@ def test_large_omegaconf_checkpoint_converts_exactly(tmp_path):
     omegaconf = pytest.importorskip("omegaconf")
     source = hf_source_model(large=True)
     cfg = omegaconf.OmegaConf.create({"model": fairseq_model_cfg(True), "task": {"normalize": True}})
-    torch.save({"args": None, "cfg": cfg, "model": to_fairseq_names(source, large=True, weight_norm="new")},
-               tmp_path / "large.pt")
+    torch.save(
+        {"args": None, "cfg": cfg, "model": to_fairseq_names(source, large=True, weight_norm="new")},
+        tmp_path / "large.pt",
+    )
     convert_fairseq_wav2vec2(tmp_path / "large.pt", tmp_path / "out")
     converted = Wav2Vec2Model.from_pretrained(tmp_path / "out").eval()
     assert converted.config.feat_extract_norm == "layer" and converted.config.do_stable_layer_norm
@@ -105,13 +131,20 @@ def test_large_omegaconf_checkpoint_converts_exactly(tmp_path):
 
 def test_ctc_finetuned_checkpoint_converts_and_keeps_the_head(tmp_path):
     source = hf_source_model(large=False)
-    state = {f"w2v_encoder.w2v_model.{k}": v for k, v in to_fairseq_names(source, False, "old").items()
-             if not k.startswith(("quantizer", "project_q", "final_proj"))}
+    state = {
+        f"w2v_encoder.w2v_model.{k}": v
+        for k, v in to_fairseq_names(source, False, "old").items()
+        if not k.startswith(("quantizer", "project_q", "final_proj"))
+    }
     head = torch.randn(30, 32)
     state["w2v_encoder.proj.weight"], state["w2v_encoder.proj.bias"] = head, torch.zeros(30)
-    cfg = {"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": fairseq_model_cfg(False),
-                                                         "task": {"normalize": False}}},
-           "task": {"normalize": False}}
+    cfg = {
+        "model": {
+            "_name": "wav2vec_ctc",
+            "w2v_args": {"model": fairseq_model_cfg(False), "task": {"normalize": False}},
+        },
+        "task": {"normalize": False},
+    }
     torch.save({"args": None, "cfg": cfg, "model": state}, tmp_path / "ctc.pt")
     main(["convert", "fairseq-wav2vec2", str(tmp_path / "ctc.pt"), str(tmp_path / "out")])
     converted = Wav2Vec2Model.from_pretrained(tmp_path / "out").eval()

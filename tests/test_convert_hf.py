@@ -1,4 +1,5 @@
 """HF Speech2Text -> speechxl: weights, logits and search outputs match HF exactly."""
+
 import json
 
 import pytest
@@ -15,28 +16,56 @@ from speechxl.models import load_model
 
 TEXT = ["the cat sits on the mat", "a dog runs in the park", "ein hund läuft im park", "die katze sitzt"] * 10
 CONFIGS = {
-    "relu-2enc-1dec": dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
-                           decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=48, conv_channels=32,
-                           input_feat_per_channel=8, activation_function="relu"),
-    "gelu-1enc-2dec-3conv": dict(d_model=24, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
-                                 decoder_attention_heads=3, encoder_ffn_dim=40, decoder_ffn_dim=40, conv_channels=16,
-                                 num_conv_layers=3, conv_kernel_sizes=[3, 5, 3], input_feat_per_channel=6,
-                                 activation_function="gelu"),
+    "relu-2enc-1dec": dict(
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=48,
+        conv_channels=32,
+        input_feat_per_channel=8,
+        activation_function="relu",
+    ),
+    "gelu-1enc-2dec-3conv": dict(
+        d_model=24,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=3,
+        encoder_ffn_dim=40,
+        decoder_ffn_dim=40,
+        conv_channels=16,
+        num_conv_layers=3,
+        conv_kernel_sizes=[3, 5, 3],
+        input_feat_per_channel=6,
+        activation_function="gelu",
+    ),
 }
 
 
 def write_hf_checkpoint(directory, name):
     """A randomly initialised HF Speech2Text model with a SentencePiece tokenizer trained here."""
     directory.mkdir()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(TEXT), model_prefix=str(directory / "sp"), vocab_size=30,
-                                   bos_id=0, pad_id=1, eos_id=2, unk_id=3, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TEXT),
+        model_prefix=str(directory / "sp"),
+        vocab_size=30,
+        bos_id=0,
+        pad_id=1,
+        eos_id=2,
+        unk_id=3,
+        minloglevel=2,
+    )
     (directory / "sp.model").rename(directory / "sentencepiece.bpe.model")
     processor = spm.SentencePieceProcessor(model_file=str(directory / "sentencepiece.bpe.model"))
     pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
     (directory / "vocab.json").write_text(json.dumps({p: i for i, p in enumerate(pieces)}))
     torch.manual_seed(0)
-    config = Speech2TextConfig(vocab_size=len(pieces), max_source_positions=300, max_target_positions=64,
-                               **CONFIGS[name])
+    config = Speech2TextConfig(
+        vocab_size=len(pieces), max_source_positions=300, max_target_positions=64, **CONFIGS[name]
+    )
     hf = Speech2TextForConditionalGeneration(config).eval()
     with torch.no_grad():
         # unit-scale weights spread the output distribution so that search decisions are clear-cut, and a
@@ -79,8 +108,9 @@ def test_converted_model_matches_hf(tmp_path, name):
     lengths_seen = set()
     for beam, lenpen, tag, nbest in ((1, 1.0, None, 1), (5, 1.0, None, 1), (5, 0.7, prefix, 3)):
         kwargs = hf_generate_kwargs(eos=2, pad=1, beam=beam, lenpen=lenpen, max_len=12, prefix=tag, nbest=nbest)
-        out = hf.generate(input_features=features, attention_mask=mask, return_dict_in_generate=True,
-                          output_scores=True, **kwargs)
+        out = hf.generate(
+            input_features=features, attention_mask=mask, return_dict_in_generate=True, output_scores=True, **kwargs
+        )
         if beam == 1:
             hyps = greedy_search(model, batch, max_len_b=12, prefix=tag)
         else:
@@ -88,8 +118,9 @@ def test_converted_model_matches_hf(tmp_path, name):
         assert [h.tokens for nb in hyps for h in nb] == hf_sequences_to_tokens(out.sequences, 2)
         lengths_seen.update(len(h.tokens) for nb in hyps for h in nb)
         if beam > 1:
-            torch.testing.assert_close(torch.tensor([h.score for nb in hyps for h in nb]), out.sequences_scores,
-                                       atol=1e-4, rtol=0)
+            torch.testing.assert_close(
+                torch.tensor([h.score for nb in hyps for h in nb]), out.sequences_scores, atol=1e-4, rtol=0
+            )
     assert len(lengths_seen) > 1  # outputs end at different places: </s> decisions were compared, not only max length
 
 
@@ -129,15 +160,49 @@ def test_a_tagless_bilingual_model_translates_audio_files_and_manifests(tmp_path
     wavs = []
     for i, seconds in enumerate((0.6, 0.9)):
         wavs.append(tmp_path / f"a{i}.wav")
-        sf.write(wavs[-1], 0.1 * torch.randn(int(16000 * seconds), generator=torch.Generator().manual_seed(i)).numpy(),
-                 16000)
-    main(["translate", "--checkpoint", str(tmp_path / "ours"), "--audio", *map(str, wavs), "--out",
-          str(tmp_path / "audio"), "--max-len-b", "10"])
-    rows = [dict(id=f"u{i}", audio=str(w), n_frames=str(sf.info(w).frames), tgt_text="das ist gut", speaker="s",
-                 src_text="this is good", src_lang="en", tgt_lang="de") for i, w in enumerate(wavs)]
+        sf.write(
+            wavs[-1], 0.1 * torch.randn(int(16000 * seconds), generator=torch.Generator().manual_seed(i)).numpy(), 16000
+        )
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(tmp_path / "ours"),
+            "--audio",
+            *map(str, wavs),
+            "--out",
+            str(tmp_path / "audio"),
+            "--max-len-b",
+            "10",
+        ]
+    )
+    rows = [
+        dict(
+            id=f"u{i}",
+            audio=str(w),
+            n_frames=str(sf.info(w).frames),
+            tgt_text="das ist gut",
+            speaker="s",
+            src_text="this is good",
+            src_lang="en",
+            tgt_lang="de",
+        )
+        for i, w in enumerate(wavs)
+    ]
     write_manifest(tmp_path / "test.tsv", rows)
-    main(["translate", "--checkpoint", str(tmp_path / "ours"), "--manifest", str(tmp_path / "test.tsv"), "--out",
-          str(tmp_path / "manifest"), "--max-len-b", "10"])
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(tmp_path / "ours"),
+            "--manifest",
+            str(tmp_path / "test.tsv"),
+            "--out",
+            str(tmp_path / "manifest"),
+            "--max-len-b",
+            "10",
+        ]
+    )
     from_audio = (tmp_path / "audio" / "hyp.txt").read_text().splitlines()
     assert from_audio == (tmp_path / "manifest" / "hyp.txt").read_text().splitlines() and len(from_audio) == 2
     # what beam search gives each utterance alone with no prefix forced

@@ -1,6 +1,7 @@
 """COSTT (consecutive decoding with CTC-guided shrinking) and LUT (triple supervision with a frozen text teacher):
 the consecutive target and its split, the search constraint, padded batches, the teacher kept out of the
 checkpoint, and both trained, decoded and scored end to end on SynthST at a tiny size."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,18 @@ from speechxl.models.costt import ConsecutiveConstraint, consecutive_target
 from speechxl.tasks import get_task
 from speechxl.train.loop import train
 
-TINY = {"size": "tiny", "dim": 32, "acoustic_layers": 1, "encoder_layers": 1, "decoder_layers": 1,
-        "encoder_heads": 2, "decoder_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "dropout": 0.0}
+TINY = {
+    "size": "tiny",
+    "dim": 32,
+    "acoustic_layers": 1,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_heads": 2,
+    "decoder_heads": 2,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "dropout": 0.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +59,12 @@ def test_consecutive_target_is_asr_transcript_ast_translation_eos(corpus):
     asr, ast = vocab.tag("asr"), vocab.tag("ast")
     target, prev = consecutive_target(batch, asr, ast, vocab.eos, vocab.pad)
     for i in range(4):
-        x = batch["transcript"][i, 1: int(batch["transcript_lengths"][i]) - 1].tolist()  # no <en>, no </s>
-        y = batch["target"][i, 1: int(batch["target_lengths"][i])].tolist()  # no <de>, with </s>
+        x = batch["transcript"][i, 1 : int(batch["transcript_lengths"][i]) - 1].tolist()  # no <en>, no </s>
+        y = batch["target"][i, 1 : int(batch["target_lengths"][i])].tolist()  # no <de>, with </s>
         row = [t for t in target[i].tolist() if t != vocab.pad]
         assert row == [asr] + x + [ast] + y
         assert prev[i, : len(row)].tolist() == [vocab.eos] + row[:-1]
-        assert prev[i, len(row):].eq(vocab.pad).all()
+        assert prev[i, len(row) :].eq(vocab.pad).all()
 
 
 def test_output_splits_into_transcript_and_translation_exactly(corpus):
@@ -64,8 +75,10 @@ def test_output_splits_into_transcript_and_translation_exactly(corpus):
     for i in range(4):
         hyp = [t for t in target[i].tolist() if t not in (vocab.pad, vocab.eos)]  # as search returns it
         texts = model.output_texts(hyp, vocab, get_task("st"))
-        assert texts == {"transcript": vocab.decode(batch["transcript"][i].tolist()),
-                         "translation": vocab.decode(batch["target"][i].tolist())}
+        assert texts == {
+            "transcript": vocab.decode(batch["transcript"][i].tolist()),
+            "translation": vocab.decode(batch["target"][i].tolist()),
+        }
     rows = [line.split("\t") for line in (root / "train.tsv").read_text().splitlines()[1:5]]
     header = (root / "train.tsv").read_text().splitlines()[0].split("\t")
     for i, row in enumerate(rows):
@@ -75,7 +88,9 @@ def test_output_splits_into_transcript_and_translation_exactly(corpus):
         assert texts == {"transcript": record["src_text"], "translation": record["tgt_text"]}
     # no <ast> (the length limit ended it): all transcript, empty translation
     assert model.output_texts([vocab.tag("asr")] + vocab.encode("the cat"), vocab, get_task("st")) == {
-        "transcript": "the cat", "translation": ""}
+        "transcript": "the cat",
+        "translation": "",
+    }
 
 
 def test_search_may_not_end_before_ast():
@@ -153,8 +168,12 @@ def _teacher(tmp_path: Path, spm: Path) -> Path:
     vocab = Vocab.load(spm)
     torch.manual_seed(5)
     teacher = build_model({"arch": "costt", **TINY}, vocab)
-    ckpt.write_checkpoint(tmp_path / "teacher", model_state=teacher.state_dict(),
-                          config={"model": teacher.checkpoint_config(), "data": {}}, vocab_files=[spm])
+    ckpt.write_checkpoint(
+        tmp_path / "teacher",
+        model_state=teacher.state_dict(),
+        config={"model": teacher.checkpoint_config(), "data": {}},
+        vocab_files=[spm],
+    )
     return tmp_path / "teacher"
 
 
@@ -174,11 +193,15 @@ def test_lut_teacher_is_frozen_and_never_in_the_checkpoint(corpus, tmp_path):
     out["loss"].backward()
     logs = out["logs"]
     assert logs["mse_loss"] > 0
-    assert math.isclose(out["loss"].item(), 0.5 * logs["ctc_loss"] + 0.05 * logs["mse_loss"] + 0.45 * logs["st_loss"],
-                        rel_tol=1e-5)
+    assert math.isclose(
+        out["loss"].item(), 0.5 * logs["ctc_loss"] + 0.05 * logs["mse_loss"] + 0.45 * logs["st_loss"], rel_tol=1e-5
+    )
     assert all(p.grad is None for p in model.teacher.parameters())
-    assert model.semantic_attn.in_proj_weight.grad is not None if hasattr(model.semantic_attn, "in_proj_weight") \
+    assert (
+        model.semantic_attn.in_proj_weight.grad is not None
+        if hasattr(model.semantic_attn, "in_proj_weight")
         else model.semantic_attn.q_proj_weight.grad is not None
+    )
     assert all(torch.equal(before[k], v) for k, v in model.teacher.state_dict().items())
     assert model.checkpoint_config()["teacher_path"] == ""
     with pytest.raises(TrainingError, match="teacher_path"):
@@ -187,12 +210,34 @@ def test_lut_teacher_is_frozen_and_never_in_the_checkpoint(corpus, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- end to end
 
+
 def _prep(synth_root: Path, out: Path) -> Path:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "OMP_NUM_THREADS": "1"}
-    subprocess.run(["speechxl", "prep", "mustc", "--root", str(synth_root), "--lang", "de", "--out", str(out),
-                    "--vocab-size", "300", "--ext-mt", str(synth_root / "ext_mt")], check=True, env=env,
-                   capture_output=True, timeout=300)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+    }
+    subprocess.run(
+        [
+            "speechxl",
+            "prep",
+            "mustc",
+            "--root",
+            str(synth_root),
+            "--lang",
+            "de",
+            "--out",
+            str(out),
+            "--vocab-size",
+            "300",
+            "--ext-mt",
+            str(synth_root / "ext_mt"),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     return out
 
 
@@ -202,13 +247,35 @@ def synth_data(synth_mustc, tmp_path_factory):
 
 
 def _config(data: Path, run_dir: Path, model: dict, stages: list) -> dict:
-    return {"run_dir": str(run_dir), "model": model,
-            "data": {"manifest_dir": str(data), "features": "fbank", "specaugment": "costt", "tasks": ["triplet"],
-                     "ext_mt_split": "ext_mt", "max_tokens": 3000, "max_sentences": 8, "cache_features": True},
-            "train": {"seed": 1, "lr": 3e-3, "warmup_updates": 2, "device": "cpu", "log_every": 1,
-                      "validate_every": 0, "save_every": 0, "keep_last": 1, "keep_best": 1, "valid_beam": 1,
-                      "valid_max_sentences": 2, "label_smoothing": 0.1},
-            "stages": stages}
+    return {
+        "run_dir": str(run_dir),
+        "model": model,
+        "data": {
+            "manifest_dir": str(data),
+            "features": "fbank",
+            "specaugment": "costt",
+            "tasks": ["triplet"],
+            "ext_mt_split": "ext_mt",
+            "max_tokens": 3000,
+            "max_sentences": 8,
+            "cache_features": True,
+        },
+        "train": {
+            "seed": 1,
+            "lr": 3e-3,
+            "warmup_updates": 2,
+            "device": "cpu",
+            "log_every": 1,
+            "validate_every": 0,
+            "save_every": 0,
+            "keep_last": 1,
+            "keep_best": 1,
+            "valid_beam": 1,
+            "valid_max_sentences": 2,
+            "label_smoothing": 0.1,
+        },
+        "stages": stages,
+    }
 
 
 COSTT_STAGES = [  # the three steps of the paper, each two updates
@@ -219,8 +286,12 @@ COSTT_STAGES = [  # the three steps of the paper, each two updates
 
 
 def _translate_and_check(run_dir: Path, data: Path, out: Path) -> dict:
-    score = translate(run_dir / "checkpoints" / "last", out=out, manifest=data / "tst-COMMON.tsv",
-                      options=DecodeOptions(beam=2, max_len_b=10))
+    score = translate(
+        run_dir / "checkpoints" / "last",
+        out=out,
+        manifest=data / "tst-COMMON.tsv",
+        options=DecodeOptions(beam=2, max_len_b=10),
+    )
     assert len((out / "hyp.txt").read_text(encoding="utf-8").splitlines()) == 8
     assert isinstance(score["bleu"], float) and isinstance(score["chrf"], float)
     return score
@@ -251,13 +322,35 @@ def test_lut_trains_decodes_and_scores_end_to_end_without_its_teacher(synth_data
 @pytest.mark.slow  # ~40 s alone, minutes on a loaded machine: prep, three `speechxl train` runs, decode, score
 def test_mustc_recipe_runs_costt_with_its_three_steps(synth_mustc, tmp_path):
     from test_recipes import run_recipe  # the recipes as a user runs them (bash + speechxl commands)
+
     from speechxl.train.logs import read_log
 
     data, exp = tmp_path / "data", tmp_path / "exp"
-    run_recipe("mustc", "--method", "costt", "--root", synth_mustc, "--lang", "de", "--ext-mt",
-               synth_mustc / "ext_mt", "--conf", Path(__file__).parents[1] / "recipes/mustc/conf/costt_tiny.yaml",
-               "--data", data, "--exp", exp, "--vocab-size", 300, "--avg-last", 2, "--max-len-b", 8,
-               "--stop-stage", 5)
+    run_recipe(
+        "mustc",
+        "--method",
+        "costt",
+        "--root",
+        synth_mustc,
+        "--lang",
+        "de",
+        "--ext-mt",
+        synth_mustc / "ext_mt",
+        "--conf",
+        Path(__file__).parents[1] / "recipes/mustc/conf/costt_tiny.yaml",
+        "--data",
+        data,
+        "--exp",
+        exp,
+        "--vocab-size",
+        300,
+        "--avg-last",
+        2,
+        "--max-len-b",
+        8,
+        "--stop-stage",
+        5,
+    )
     records = [r for r in read_log(exp) if r["type"] == "train"]
     assert [r["stage"] for r in records] == ["mt_pretrain"] * 2 + ["ctc"] * 2 + ["st"] * 3
     decode = exp / "decode_tst-COMMON"

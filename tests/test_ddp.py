@@ -1,6 +1,7 @@
 """Real multi-process DDP (torchrun, gloo on CPU): 2 processes × update_freq 1 make the same updates as
 1 process × update_freq 2. The sampler deals batch i of an epoch to rank i mod 2, so the two micro-batches
 of update k are the same two batches either way; dropout is off so both runs compute the same thing."""
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,22 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path):
     conf = write_config(tmp_path / "conf.yaml", config)
     train = ["-m", "speechxl.cli", "train", "--config", str(conf)]
     _run([sys.executable, *train, f"run_dir={tmp_path / 'one'}", "train.update_freq=2"])
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-          "--master_port", str(_free_port()), *train, f"run_dir={tmp_path / 'two'}", "train.update_freq=1"])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            *train,
+            f"run_dir={tmp_path / 'two'}",
+            "train.update_freq=1",
+        ]
+    )
 
     one = ckpt.load_weights(tmp_path / "one" / "checkpoints" / "last" / ckpt.MODEL_FILE)
     two = ckpt.load_weights(tmp_path / "two" / "checkpoints" / "last" / ckpt.MODEL_FILE)

@@ -34,7 +34,9 @@ def test_wer_normalises_case_and_punctuation():
 def test_score_command_writes_json(tmp_path, capsys):
     (tmp_path / "h.txt").write_text("\n".join(HYPS) + "\n")
     (tmp_path / "r.txt").write_text("\n".join(REFS) + "\n")
-    main(["score", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--out", str(tmp_path / "s.json")])
+    main(
+        ["score", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--out", str(tmp_path / "s.json")]
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((tmp_path / "s.json").read_text())
     assert printed["n"] == 3

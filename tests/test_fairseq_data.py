@@ -16,7 +16,6 @@ import soundfile as sf
 import torch
 import yaml
 
-from speechxl.models import load_model
 from speechxl.cli import main
 from speechxl.data.audio import compute_fbank, utterance_cmvn
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
@@ -24,6 +23,7 @@ from speechxl.data.fairseq_config import read_dictionary, read_fairseq_config
 from speechxl.data.manifest import read_manifest
 from speechxl.data.zipped import load_zip_entry
 from speechxl.errors import DataError
+from speechxl.models import load_model
 from tests.tiny_run import make_corpus, tiny_config, write_config
 
 FAIRSEQ_HEADER = ["id", "audio", "n_frames", "tgt_text", "speaker"]  # a bilingual MuST-C manifest

@@ -5,11 +5,27 @@ import pytest
 
 from speechxl.synth import grammar
 from speechxl.synth.grammar import (
-    Clause, NounPhrase, PrepPhrase, Sentence, because, number_word, question, report, sample_sentence,
-    sample_splits, since, statement,
+    Clause,
+    NounPhrase,
+    PrepPhrase,
+    Sentence,
+    because,
+    number_word,
+    question,
+    report,
+    sample_sentence,
+    sample_splits,
+    since,
+    statement,
 )
 from speechxl.synth.lexicon import (
-    ADJECTIVES, ADVERBIALS, INTRANSITIVE_VERBS, NOUNS, PREPOSITIONS, PRONOUNS, REPORTING_VERBS,
+    ADJECTIVES,
+    ADVERBIALS,
+    INTRANSITIVE_VERBS,
+    NOUNS,
+    PREPOSITIONS,
+    PRONOUNS,
+    REPORTING_VERBS,
     TRANSITIVE_VERBS,
 )
 
@@ -53,6 +69,7 @@ def sample():
 
 
 # --- corpus-level properties -------------------------------------------------------------------------------
+
 
 def test_same_seed_same_splits_and_other_seed_differs():
     sizes = {"train": 200, "dev": 20, "test": 20}
@@ -119,70 +136,113 @@ def test_lexicon_tags_are_consistent():
 
 # --- exact agreement and word order ------------------------------------------------------------------------
 
+
 def test_feminine_plural_noun_with_adjective_and_predicate():
     c = Clause(the("house", plural=True, adjective=adj("white")), None, predicate=adj("expensive"))
-    assert_sentence(statement(c), "The white houses are expensive.", "Die weißen Häuser sind teuer.",
-                    "Les maisons blanches sont chères.", "Las casas blancas son caras.")
+    assert_sentence(
+        statement(c),
+        "The white houses are expensive.",
+        "Die weißen Häuser sind teuer.",
+        "Les maisons blanches sont chères.",
+        "Las casas blancas son caras.",
+    )
 
 
 def test_spanish_estar_and_feminine_singular_predicate():
     c = Clause(pronoun("she"), None, predicate=adj("tired"), negated=True)
-    assert_sentence(statement(c), "She is not tired.", "Sie ist nicht müde.", "Elle n'est pas fatiguée.",
-                    "No está cansada.")
+    assert_sentence(
+        statement(c), "She is not tired.", "Sie ist nicht müde.", "Elle n'est pas fatiguée.", "No está cansada."
+    )
 
 
 def test_german_accusative_masculine_and_spanish_personal_a():
     c = Clause(the("doctor"), tverb("see"), obj=the("dog", adjective=adj("black")))
-    assert_sentence(statement(c), "The doctor sees the black dog.", "Der Arzt sieht den schwarzen Hund.",
-                    "Le médecin voit le chien noir.", "El médico ve al perro negro.")
+    assert_sentence(
+        statement(c),
+        "The doctor sees the black dog.",
+        "Der Arzt sieht den schwarzen Hund.",
+        "Le médecin voit le chien noir.",
+        "El médico ve al perro negro.",
+    )
 
 
 def test_german_mixed_declension_after_indefinite_article():
     c = Clause(NounPhrase(noun("car"), definite=False, adjective=adj("red")), None, predicate=adj("new"))
     assert statement(c).de == "Ein rotes Auto ist neu."
     c = Clause(pronoun("we"), tverb("find"), obj=NounPhrase(noun("ball"), definite=False, adjective=adj("red")))
-    assert_sentence(statement(c), "We find a red ball.", "Wir finden einen roten Ball.",
-                    "Nous trouvons un ballon rouge.", "Encontramos una pelota roja.")
+    assert_sentence(
+        statement(c),
+        "We find a red ball.",
+        "Wir finden einen roten Ball.",
+        "Nous trouvons un ballon rouge.",
+        "Encontramos una pelota roja.",
+    )
     c = Clause(pronoun("I"), tverb("see"), obj=NounPhrase(noun("umbrella"), definite=False))
-    assert_sentence(statement(c), "I see an umbrella.", "Ich sehe einen Regenschirm.", "Je vois un parapluie.",
-                    "Veo un paraguas.")
+    assert_sentence(
+        statement(c), "I see an umbrella.", "Ich sehe einen Regenschirm.", "Je vois un parapluie.", "Veo un paraguas."
+    )
 
 
 def test_german_dative_object_weak_noun_and_french_a_contraction():
     c = Clause(the("child"), tverb("help"), obj=the("student"))
-    assert_sentence(statement(c), "The child helps the student.", "Das Kind hilft dem Studenten.",
-                    "L'enfant aide l'étudiant.", "El niño ayuda al estudiante.")
+    assert_sentence(
+        statement(c),
+        "The child helps the student.",
+        "Das Kind hilft dem Studenten.",
+        "L'enfant aide l'étudiant.",
+        "El niño ayuda al estudiante.",
+    )
     c = Clause(the("guest"), tverb("answer"), obj=the("waiter", plural=True), perfect=True)
-    assert_sentence(statement(c), "The guest has answered the waiters.", "Der Gast hat den Kellnern geantwortet.",
-                    "L'invité a répondu aux serveurs.", "El invitado ha respondido a los camareros.")
+    assert_sentence(
+        statement(c),
+        "The guest has answered the waiters.",
+        "Der Gast hat den Kellnern geantwortet.",
+        "L'invité a répondu aux serveurs.",
+        "El invitado ha respondido a los camareros.",
+    )
 
 
 def test_verb_second_after_fronted_adverbial():
     c = Clause(the("doctor"), tverb("read"), obj=the("book"), adverbial=adverbial("today"))
-    assert_sentence(statement(c, front_adverbial=True), "Today the doctor reads the book.",
-                    "Heute liest der Arzt das Buch.", "Aujourd'hui, le médecin lit le livre.",
-                    "Hoy el médico lee el libro.")
-    assert_sentence(statement(c), "The doctor reads the book today.", "Der Arzt liest heute das Buch.",
-                    "Le médecin lit le livre aujourd'hui.", "El médico lee el libro hoy.")
+    assert_sentence(
+        statement(c, front_adverbial=True),
+        "Today the doctor reads the book.",
+        "Heute liest der Arzt das Buch.",
+        "Aujourd'hui, le médecin lit le livre.",
+        "Hoy el médico lee el libro.",
+    )
+    assert_sentence(
+        statement(c),
+        "The doctor reads the book today.",
+        "Der Arzt liest heute das Buch.",
+        "Le médecin lit le livre aujourd'hui.",
+        "El médico lee el libro hoy.",
+    )
 
 
 def test_verb_final_in_weil_clause():
     main = Clause(the("student"), None, predicate=adj("happy"))
     reason = Clause(the("doctor"), tverb("read"), obj=the("book"))
-    assert_sentence(because(main, reason), "The student is happy because the doctor reads the book.",
-                    "Der Student ist glücklich, weil der Arzt das Buch liest.",
-                    "L'étudiant est heureux parce que le médecin lit le livre.",
-                    "El estudiante es feliz porque el médico lee el libro.")
+    assert_sentence(
+        because(main, reason),
+        "The student is happy because the doctor reads the book.",
+        "Der Student ist glücklich, weil der Arzt das Buch liest.",
+        "L'étudiant est heureux parce que le médecin lit le livre.",
+        "El estudiante es feliz porque el médico lee el libro.",
+    )
 
 
 def test_separable_verb_in_main_subordinate_and_perfect_clauses():
     call = Clause(pronoun("she"), tverb("call"), obj=the("doctor"), negated=True)
     main = Clause(the("teacher", plural=True), iverb("wait"))
     s = because(main, call)
-    assert_sentence(s, "The teachers wait because she does not call the doctor.",
-                    "Die Lehrer warten, weil sie den Arzt nicht anruft.",
-                    "Les professeurs attendent parce qu'elle n'appelle pas le médecin.",
-                    "Los profesores esperan porque no llama al médico.")
+    assert_sentence(
+        s,
+        "The teachers wait because she does not call the doctor.",
+        "Die Lehrer warten, weil sie den Arzt nicht anruft.",
+        "Les professeurs attendent parce qu'elle n'appelle pas le médecin.",
+        "Los profesores esperan porque no llama al médico.",
+    )
     assert statement(call).de == "Sie ruft den Arzt nicht an."
     perfect = Clause(pronoun("she"), tverb("call"), obj=the("doctor"), perfect=True)
     assert because(main, perfect).de == "Die Lehrer warten, weil sie den Arzt angerufen hat."
@@ -191,44 +251,78 @@ def test_separable_verb_in_main_subordinate_and_perfect_clauses():
 def test_fronted_subordinate_clause_takes_the_first_position():
     reason = Clause(the("doctor"), None, predicate=adj("tired"))
     main = Clause(the("child", plural=True), iverb("play"), pp=PrepPhrase(PREPOSITIONS["in"], the("garden")))
-    assert_sentence(since(reason, main), "Because the doctor is tired, the children play in the garden.",
-                    "Weil der Arzt müde ist, spielen die Kinder im Garten.",
-                    "Comme le médecin est fatigué, les enfants jouent dans le jardin.",
-                    "Como el médico está cansado, los niños juegan en el jardín.")
+    assert_sentence(
+        since(reason, main),
+        "Because the doctor is tired, the children play in the garden.",
+        "Weil der Arzt müde ist, spielen die Kinder im Garten.",
+        "Comme le médecin est fatigué, les enfants jouent dans le jardin.",
+        "Como el médico está cansado, los niños juegan en el jardín.",
+    )
 
 
 def test_report_with_dass_and_perfect_with_sein():
     c = Clause(pronoun("she"), iverb("run"), perfect=True)
-    assert_sentence(report(pronoun("I"), REPORTING_VERBS[1], c), "I know that she has run.",
-                    "Ich weiß, dass sie gelaufen ist.", "Je sais qu'elle a couru.", "Sé que ha corrido.")
+    assert_sentence(
+        report(pronoun("I"), REPORTING_VERBS[1], c),
+        "I know that she has run.",
+        "Ich weiß, dass sie gelaufen ist.",
+        "Je sais qu'elle a couru.",
+        "Sé que ha corrido.",
+    )
 
 
 def test_question_is_verb_first_in_german():
     c = Clause(the("doctor"), tverb("call"), obj=the("student"), perfect=True)
-    assert_sentence(question(c), "Has the doctor called the student?", "Hat der Arzt den Studenten angerufen?",
-                    "Est-ce que le médecin a appelé l'étudiant ?", "¿El médico ha llamado al estudiante?")
+    assert_sentence(
+        question(c),
+        "Has the doctor called the student?",
+        "Hat der Arzt den Studenten angerufen?",
+        "Est-ce que le médecin a appelé l'étudiant ?",
+        "¿El médico ha llamado al estudiante?",
+    )
     c = Clause(the("cat", plural=True), tverb("eat"), obj=the("fish"))
-    assert_sentence(question(c), "Do the cats eat the fish?", "Essen die Katzen den Fisch?",
-                    "Est-ce que les chats mangent le poisson ?", "¿Los gatos comen el pescado?")
+    assert_sentence(
+        question(c),
+        "Do the cats eat the fish?",
+        "Essen die Katzen den Fisch?",
+        "Est-ce que les chats mangent le poisson ?",
+        "¿Los gatos comen el pescado?",
+    )
 
 
 def test_negation_and_dative_plural_in_prepositional_phrase():
-    c = Clause(the("girl"), iverb("dance"), negated=True,
-               pp=PrepPhrase(PREPOSITIONS["with"], the("child", plural=True, count=3)))
-    assert_sentence(statement(c), "The girl does not dance with the three children.",
-                    "Das Mädchen tanzt nicht mit den drei Kindern.",
-                    "La fille ne danse pas avec les trois enfants.", "La chica no baila con los tres niños.")
+    c = Clause(
+        the("girl"),
+        iverb("dance"),
+        negated=True,
+        pp=PrepPhrase(PREPOSITIONS["with"], the("child", plural=True, count=3)),
+    )
+    assert_sentence(
+        statement(c),
+        "The girl does not dance with the three children.",
+        "Das Mädchen tanzt nicht mit den drei Kindern.",
+        "La fille ne danse pas avec les trois enfants.",
+        "La chica no baila con los tres niños.",
+    )
 
 
 def test_numbers_agree_with_the_noun():
     c = Clause(pronoun("we"), tverb("see"), obj=NounPhrase(noun("house"), definite=False, plural=True, count=21))
-    assert_sentence(statement(c), "We see twenty-one houses.", "Wir sehen einundzwanzig Häuser.",
-                    "Nous voyons vingt et une maisons.", "Vemos veintiuna casas.")
+    assert_sentence(
+        statement(c),
+        "We see twenty-one houses.",
+        "Wir sehen einundzwanzig Häuser.",
+        "Nous voyons vingt et une maisons.",
+        "Vemos veintiuna casas.",
+    )
     c = Clause(the("student", plural=True, count=231), tverb("read"), obj=the("book"))
-    assert_sentence(statement(c), "The two hundred and thirty-one students read the book.",
-                    "Die zweihunderteinunddreißig Studenten lesen das Buch.",
-                    "Les deux cent trente et un étudiants lisent le livre.",
-                    "Los doscientos treinta y un estudiantes leen el libro.")
+    assert_sentence(
+        statement(c),
+        "The two hundred and thirty-one students read the book.",
+        "Die zweihunderteinunddreißig Studenten lesen das Buch.",
+        "Les deux cent trente et un étudiants lisent le livre.",
+        "Los doscientos treinta y un estudiantes leen el libro.",
+    )
     assert number_word(581, "es", "f") == "quinientas ochenta y una"
     assert number_word(81, "fr", "f") == "quatre-vingt-une"
     assert number_word(21, "es", "m") == "veintiún"
@@ -244,9 +338,9 @@ def test_french_elision_does_not_touch_huit_and_onze():
 
 def test_parts_that_do_not_fit_are_rejected():
     with pytest.raises(ValueError):
-        Clause(the("doctor"), tverb("read"))                       # transitive verb without object
+        Clause(the("doctor"), tverb("read"))  # transitive verb without object
     with pytest.raises(ValueError):
-        NounPhrase(noun("book"), definite=False, plural=True)      # bare indefinite plural
+        NounPhrase(noun("book"), definite=False, plural=True)  # bare indefinite plural
     with pytest.raises(ValueError):
         question(Clause(the("doctor"), iverb("sleep"), negated=True))
     with pytest.raises(ValueError):

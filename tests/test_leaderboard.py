@@ -1,4 +1,5 @@
 """speechxl leaderboard / speechxl plot: published numbers, comparable tables, paired bootstrap, PNGs, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,17 @@ import pytest
 
 from speechxl.cli import main
 from speechxl.eval.leaderboard import (
-    bleu_type, build_leaderboard, build_tables, load_published, load_results, load_simultaneous, paired_bootstrap,
-    parse_corpus, plot_leaderboard, published_path, render,
+    bleu_type,
+    build_leaderboard,
+    build_tables,
+    load_published,
+    load_results,
+    load_simultaneous,
+    paired_bootstrap,
+    parse_corpus,
+    plot_leaderboard,
+    published_path,
+    render,
 )
 from speechxl.eval.plots import plot_runs
 
@@ -23,8 +33,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def write_score(folder: Path, **fields) -> Path:
     """A score.json as `speechxl translate` writes it once it records the test set (fields override)."""
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"corpus": "mustc", "corpus_version": "v1", "split": "tst-COMMON", "direction": "en-de",
-            "signature": SIG, "checkpoint": "exp/run/avg", "beam": 10, "lenpen": 1.0, "bleu": 24.0, "chrf": 50.1}
+    data = {
+        "corpus": "mustc",
+        "corpus_version": "v1",
+        "split": "tst-COMMON",
+        "direction": "en-de",
+        "signature": SIG,
+        "checkpoint": "exp/run/avg",
+        "beam": 10,
+        "lenpen": 1.0,
+        "bleu": 24.0,
+        "chrf": 50.1,
+    }
     data.update(fields)
     data = {k: v for k, v in data.items() if v is not None}  # None: the field is absent
     path = folder / "score.json"
@@ -48,9 +68,13 @@ def png_size(path: Path) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------------------------- published
 
+
 def _published(system: str, corpus: str, direction: str, bleu_type: str = DETOK):
-    found = [r for r in load_published() if r.system == system and r.corpus == corpus and r.direction == direction
-             and r.bleu_type == bleu_type]
+    found = [
+        r
+        for r in load_published()
+        if r.system == system and r.corpus == corpus and r.direction == direction and r.bleu_type == bleu_type
+    ]
     assert len(found) == 1, found
     return found[0]
 
@@ -92,6 +116,7 @@ def test_published_yaml_is_package_data():
 
 # ----------------------------------------------------------------------------------------------- parsing
 
+
 def test_bleu_type_from_sacrebleu_signatures():
     assert bleu_type(SIG) == DETOK
     assert bleu_type("nrefs:1|case:lc|eff:no|tok:13a|smooth:exp|version:2.6.0") == "sacrebleu-13a-detok-uncased"
@@ -111,6 +136,7 @@ def test_corpus_names_as_the_recipes_write_them():
 
 
 # ----------------------------------------------------------------------------------------------- tables
+
 
 def test_incomparable_results_never_share_a_table(tmp_path):
     paths = [
@@ -150,12 +176,36 @@ def test_ranking_and_markdown(tmp_path):
 def test_unknown_fields_go_to_a_table_that_names_them(tmp_path, capsys):
     old = tmp_path / "old" / "decode_tst-COMMON" / "score.json"  # today's score.json: no corpus fields
     old.parent.mkdir(parents=True)
-    old.write_text(json.dumps({"checkpoint": "exp/old/avg", "n": 100, "task": "st", "beam": 5, "lenpen": 1.0,
-                               "manifest": "data/tst-COMMON.tsv", "bleu": 20.5, "chrf": 45.0, "signature": SIG}))
+    old.write_text(
+        json.dumps(
+            {
+                "checkpoint": "exp/old/avg",
+                "n": 100,
+                "task": "st",
+                "beam": 5,
+                "lenpen": 1.0,
+                "manifest": "data/tst-COMMON.tsv",
+                "bleu": 20.5,
+                "chrf": 45.0,
+                "signature": SIG,
+            }
+        )
+    )
     unsigned = write_score(tmp_path / "unsigned" / "decode_tst-COMMON", signature=None)
     recipe = tmp_path / "leaderboard.jsonl"  # what recipes/mustc stage 6 appends
-    recipe.write_text(json.dumps({"system": "speechxl xstnet_base", "corpus": "MuST-C tst-COMMON", "pair": "en-de",
-                                  "bleu": 25.1, "signature": SIG, "exp": "exp/x"}) + "\n")
+    recipe.write_text(
+        json.dumps(
+            {
+                "system": "speechxl xstnet_base",
+                "corpus": "MuST-C tst-COMMON",
+                "pair": "en-de",
+                "bleu": 25.1,
+                "signature": SIG,
+                "exp": "exp/x",
+            }
+        )
+        + "\n"
+    )
     tables = build_tables(load_published() + load_results([old, unsigned, recipe]))
     err = capsys.readouterr().err
     assert f"{old}: no corpus, corpus_version, split, direction" in err
@@ -163,28 +213,50 @@ def test_unknown_fields_go_to_a_table_that_names_them(tmp_path, capsys):
     assert f"{recipe}:1: no corpus_version" in err
     assert table_of(tables, "old").title == (
         "corpus ? version ? split ?, BLEU: sacrebleu-13a-detok-cased "
-        "(not comparable: unknown corpus, corpus version, split, direction)")
+        "(not comparable: unknown corpus, corpus version, split, direction)"
+    )
     assert table_of(tables, "unsigned").title == (
-        "MuST-C v1 tst-COMMON, BLEU: ? (not comparable: unknown BLEU type (no signature))")
+        "MuST-C v1 tst-COMMON, BLEU: ? (not comparable: unknown BLEU type (no signature))"
+    )
     assert table_of(tables, "speechxl xstnet_base").title == (
-        "MuST-C version ? tst-COMMON, BLEU: sacrebleu-13a-detok-cased (not comparable: unknown corpus version)")
+        "MuST-C version ? tst-COMMON, BLEU: sacrebleu-13a-detok-cased (not comparable: unknown corpus version)"
+    )
     for name in ("old", "unsigned", "speechxl xstnet_base"):
         assert all(r.ours for r in table_of(tables, name).rows)
 
 
 def test_bad_inputs_are_named_and_the_rest_still_reported(tmp_path, capsys):
-    good = write_score(tmp_path / "good" / "decode_tst-COMMON", bleu=23.0)
+    write_score(tmp_path / "good" / "decode_tst-COMMON", bleu=23.0)
     rows = tmp_path / "results.jsonl"
-    line1 = json.dumps({"system": "row1", "corpus": "mustc", "corpus_version": "v1", "split": "tst-COMMON",
-                        "direction": "en-fr", "bleu": 30.0, "signature": SIG})
+    line1 = json.dumps(
+        {
+            "system": "row1",
+            "corpus": "mustc",
+            "corpus_version": "v1",
+            "split": "tst-COMMON",
+            "direction": "en-fr",
+            "bleu": 30.0,
+            "signature": SIG,
+        }
+    )
     line3 = line1.replace("row1", "row3").replace("en-fr", "en-es")
     rows.write_text(line1 + "\n" + line1[:40] + "\n" + line3 + "\n")  # line 2 cut mid-write
     broken = tmp_path / "broken" / "score.json"
     broken.parent.mkdir()
     broken.write_text('{"bleu": 2')
     asr = write_score(tmp_path / "asr", bleu=None, wer=12.0)
-    main(["leaderboard", str(tmp_path / "good"), str(rows), str(broken), str(asr), str(tmp_path / "nowhere"),
-          "--bootstrap", "0"])
+    main(
+        [
+            "leaderboard",
+            str(tmp_path / "good"),
+            str(rows),
+            str(broken),
+            str(asr),
+            str(tmp_path / "nowhere"),
+            "--bootstrap",
+            "0",
+        ]
+    )
     out, err = capsys.readouterr()
     assert f"speechxl leaderboard: {rows}:2: not valid JSON (a truncated line?); skipped" in err
     assert f"speechxl leaderboard: {broken}: not valid JSON" in err
@@ -210,6 +282,7 @@ def test_output_formats(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------------------- significance
+
 
 def _corpus(n: int = 80) -> list[str]:
     rng = random.Random(0)
@@ -238,11 +311,15 @@ def test_leaderboard_tests_our_results_on_the_same_references(tmp_path, capsys):
     _decoded(tmp_path / "same" / "decode_tst-COMMON", refs, refs, 100.0)
     _decoded(tmp_path / "bad" / "decode_tst-COMMON", [" ".join(rng.sample(r.split(), 5)) for r in refs], refs, 20.0)
     _decoded(tmp_path / "other" / "decode_tst-COMMON", refs[:40], refs[:40], 100.0)  # another test set
-    board = build_leaderboard([tmp_path / name for name in ("good", "same", "bad", "other")], published=False,
-                              bootstrap=200)
+    board = build_leaderboard(
+        [tmp_path / name for name in ("good", "same", "bad", "other")], published=False, bootstrap=200
+    )
     pairs = {(p.a, p.b): p for p in board.pairs}
-    assert set(pairs) == {("good (en-de)", "same (en-de)"), ("good (en-de)", "bad (en-de)"),
-                          ("same (en-de)", "bad (en-de)")}
+    assert set(pairs) == {
+        ("good (en-de)", "same (en-de)"),
+        ("good (en-de)", "bad (en-de)"),
+        ("same (en-de)", "bad (en-de)"),
+    }
     assert pairs[("good (en-de)", "same (en-de)")].p_value == 1.0
     assert pairs[("good (en-de)", "bad (en-de)")].p_value < 0.05
     text = render(board, "md")
@@ -264,6 +341,7 @@ def test_hyp_and_ref_files_recorded_in_score_json(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- pictures
+
 
 def test_leaderboard_png(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="matplotlib is in the test extra: pip install -e '.[test]'")
@@ -294,11 +372,34 @@ def _records(stages: bool, with_valid: bool = True, time: bool = False) -> list[
     for update in range(10, 210, 10):
         stage = {"stage": "mt_pretrain" if update <= 100 else "multitask"} if stages else {}
         clock = {"time": 1.7e9 + 3 * update} if time else {}
-        records.append({"type": "train", "update": update, "epoch": 1, **stage, "loss": 5 - update / 100,
-                        "nll_loss": 4.0, "ppl": 20.0, "gnorm": 1.0, "lr": 1e-4 * min(1, update / 50), **clock})
+        records.append(
+            {
+                "type": "train",
+                "update": update,
+                "epoch": 1,
+                **stage,
+                "loss": 5 - update / 100,
+                "nll_loss": 4.0,
+                "ppl": 20.0,
+                "gnorm": 1.0,
+                "lr": 1e-4 * min(1, update / 50),
+                **clock,
+            }
+        )
         if with_valid and update % 50 == 0:
-            records.append({"type": "valid", "update": update, "epoch": 1, **stage, "loss": 5 - update / 120,
-                            "bleu": update / 10, "bleu_signature": SIG, "improved": True, **clock})
+            records.append(
+                {
+                    "type": "valid",
+                    "update": update,
+                    "epoch": 1,
+                    **stage,
+                    "loss": 5 - update / 120,
+                    "bleu": update / 10,
+                    "bleu_signature": SIG,
+                    "improved": True,
+                    **clock,
+                }
+            )
     return records
 
 
@@ -321,8 +422,10 @@ def test_plot_runs(tmp_path, capsys):
 def test_missing_matplotlib_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if it were not installed
     _train_log(tmp_path / "run", _records(stages=False))
-    for argv in (["leaderboard", "--png", str(tmp_path / "b.png")],
-                 ["plot", str(tmp_path / "run"), "--out", str(tmp_path / "c.png")]):
+    for argv in (
+        ["leaderboard", "--png", str(tmp_path / "b.png")],
+        ["plot", str(tmp_path / "run"), "--out", str(tmp_path / "c.png")],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert "plotting needs matplotlib: pip install 'speechxl[plots]'" in str(exit_info.value.code)

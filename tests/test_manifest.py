@@ -6,10 +6,26 @@ from speechxl.data.manifest import COLUMNS, read_manifest, split_audio_slice, wr
 from speechxl.errors import DataError
 
 ROWS = [
-    {"id": "ted_1_0", "audio": "/data/ted_1.wav:16000:32000", "n_frames": 32000, "tgt_text": 'Er sagte: "Hallo".',
-     "speaker": "spk.1", "src_text": 'He said "hello".', "src_lang": "en", "tgt_lang": "de"},
-    {"id": "ext_mt_0", "audio": "", "n_frames": 0, "tgt_text": "Guten Morgen", "speaker": "",
-     "src_text": "Good morning", "src_lang": "en", "tgt_lang": "de"},
+    {
+        "id": "ted_1_0",
+        "audio": "/data/ted_1.wav:16000:32000",
+        "n_frames": 32000,
+        "tgt_text": 'Er sagte: "Hallo".',
+        "speaker": "spk.1",
+        "src_text": 'He said "hello".',
+        "src_lang": "en",
+        "tgt_lang": "de",
+    },
+    {
+        "id": "ext_mt_0",
+        "audio": "",
+        "n_frames": 0,
+        "tgt_text": "Guten Morgen",
+        "speaker": "",
+        "src_text": "Good morning",
+        "src_lang": "en",
+        "tgt_lang": "de",
+    },
 ]
 
 
@@ -27,8 +43,11 @@ def test_reads_as_fairseq_reads_it(tmp_path):
     path = tmp_path / "train.tsv"
     write_manifest(path, ROWS)
     with open(path, newline="", encoding="utf-8") as f:  # fairseq's S2T dataset reader settings
-        rows = list(csv.DictReader(f, delimiter="\t", quotechar=None, doublequote=False, lineterminator="\n",
-                                   quoting=csv.QUOTE_NONE))
+        rows = list(
+            csv.DictReader(
+                f, delimiter="\t", quotechar=None, doublequote=False, lineterminator="\n", quoting=csv.QUOTE_NONE
+            )
+        )
     assert [r["tgt_text"] for r in rows] == [r["tgt_text"] for r in ROWS]
 
 
@@ -49,10 +68,13 @@ def test_wrong_column_count_names_file_and_line(tmp_path):
     assert str(err.value).startswith(f"{path}:3:")
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("a\tx.wav\tten\tt\ts\tsrc\ten\tde", "n_frames"),
-    ("a\t\t10\tt\ts\tsrc\ten\tde", "text-only"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("a\tx.wav\tten\tt\ts\tsrc\ten\tde", "n_frames"),
+        ("a\t\t10\tt\ts\tsrc\ten\tde", "text-only"),
+    ],
+)
 def test_invalid_fields_name_the_line(tmp_path, bad, message):
     path = tmp_path / "bad.tsv"
     path.write_text("\t".join(COLUMNS) + "\n" + bad + "\n")

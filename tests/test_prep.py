@@ -1,4 +1,5 @@
 """`speechxl prep` on tiny MuST-C / CoVoST 2 corpora written here with soundfile."""
+
 import json
 import re
 from pathlib import Path
@@ -16,10 +17,20 @@ from speechxl.data.vocab import Vocab
 from speechxl.errors import DataError
 
 SR = 16000
-EN = ["the dog sees the house", "a cat sleeps under the table", "three friends walk home",
-      "the red car is fast", "we eat bread every morning"]
-DE = ["der hund sieht das haus", "eine katze schlaeft unter dem tisch", "drei freunde gehen nach hause",
-      "das rote auto ist schnell", "wir essen jeden morgen brot"]
+EN = [
+    "the dog sees the house",
+    "a cat sleeps under the table",
+    "three friends walk home",
+    "the red car is fast",
+    "we eat bread every morning",
+]
+DE = [
+    "der hund sieht das haus",
+    "eine katze schlaeft unter dem tisch",
+    "drei freunde gehen nach hause",
+    "das rote auto ist schnell",
+    "wir essen jeden morgen brot",
+]
 
 
 def tone(seconds: float, freq: float, rate: int = SR) -> np.ndarray:
@@ -38,10 +49,11 @@ def write_split(root: Path, split: str, talks: dict, en: list[str], de: list[str
         for offset, duration, freq in segments:
             start = round(offset * SR)
             piece = tone(duration, freq)[: len(wave16) - start]
-            wave16[start:start + len(piece)] = piece
+            wave16[start : start + len(piece)] = piece
             expected[(name, offset)] = piece
-            yaml_lines.append(f"- {{duration: {duration}, offset: {offset}, rW: 0, uW: 0, speaker_id: spk.{name}, "
-                              f"wav: {name}.wav}}\n")
+            yaml_lines.append(
+                f"- {{duration: {duration}, offset: {offset}, rW: 0, uW: 0, speaker_id: spk.{name}, wav: {name}.wav}}\n"
+            )
         if rate is None:  # a talk whose wav file is missing
             continue
         wave = wave16 if rate == SR else soxr.resample(wave16, SR, rate)
@@ -57,15 +69,25 @@ def write_split(root: Path, split: str, talks: dict, en: list[str], de: list[str
 @pytest.fixture
 def mustc(tmp_path):
     root = tmp_path / "mustc"
-    expected = write_split(root, "train", {
-        "ted_1": (SR, 1, [(0.25, 0.5, 220.0), (1.0, 0.75, 330.0), (2.5, 1.0, 440.0)], 3.0),  # last: past end
-        "ted_2": (44100, 2, [(0.1, 0.6, 250.0), (0.9, 0.8, 300.0)], 2.0),
-    }, EN, DE[:4] + [""])  # one empty translation
+    expected = write_split(
+        root,
+        "train",
+        {
+            "ted_1": (SR, 1, [(0.25, 0.5, 220.0), (1.0, 0.75, 330.0), (2.5, 1.0, 440.0)], 3.0),  # last: past end
+            "ted_2": (44100, 2, [(0.1, 0.6, 250.0), (0.9, 0.8, 300.0)], 2.0),
+        },
+        EN,
+        DE[:4] + [""],
+    )  # one empty translation
     # ted_3's second segment ends 5 ms past the talk (trimmed); ted_4's wav file is missing.
-    write_split(root, "dev", {"ted_3": (SR, 1, [(0.0, 0.5, 200.0), (0.6, 0.405, 300.0)], 1.0),
-                              "ted_4": (None, 1, [(0.0, 0.5, 200.0)], 1.0)}, EN[:3], DE[:3])
-    write_split(root, "tst-COMMON", {"ted_5": (SR, 1, [(0.5, 1.2, 200.0), (0.0, 0.4, 150.0)], 2.0)},
-                EN[:2], DE[:2])
+    write_split(
+        root,
+        "dev",
+        {"ted_3": (SR, 1, [(0.0, 0.5, 200.0), (0.6, 0.405, 300.0)], 1.0), "ted_4": (None, 1, [(0.0, 0.5, 200.0)], 1.0)},
+        EN[:3],
+        DE[:3],
+    )
+    write_split(root, "tst-COMMON", {"ted_5": (SR, 1, [(0.5, 1.2, 200.0), (0.0, 0.4, 150.0)], 2.0)}, EN[:2], DE[:2])
     return root, expected
 
 
@@ -81,9 +103,16 @@ def test_mustc_happy_path_slices_conversion_and_skips(mustc, tmp_path):
     report = prepare_mustc(root, "de", out, vocab_size=80, ext_mt=None, min_seconds=0.1, max_seconds=30.0)
     train = read_manifest(out / "train.tsv")
     assert [r["id"] for r in train] == ["ted_1_0", "ted_1_1", "ted_2_0"]
-    assert train[0] == {"id": "ted_1_0", "audio": f"{(root / 'en-de/data/train/wav/ted_1.wav').resolve()}:4000:8000",
-                        "n_frames": "8000", "tgt_text": DE[0], "speaker": "spk.ted_1", "src_text": EN[0],
-                        "src_lang": "en", "tgt_lang": "de"}
+    assert train[0] == {
+        "id": "ted_1_0",
+        "audio": f"{(root / 'en-de/data/train/wav/ted_1.wav').resolve()}:4000:8000",
+        "n_frames": "8000",
+        "tgt_text": DE[0],
+        "speaker": "spk.ted_1",
+        "src_text": EN[0],
+        "src_lang": "en",
+        "tgt_lang": "de",
+    }
     # In-place slices read back exactly the segment written (up to 16-bit quantisation).
     np.testing.assert_allclose(slice_of(out / "train.tsv", train[1]), expected[("ted_1", 1.0)], atol=1e-4)
     # The 44.1 kHz stereo talk was converted once into OUT; its slice is the 16 kHz downmix (L + 0.5 L) / 2.
@@ -103,8 +132,11 @@ def test_mustc_happy_path_slices_conversion_and_skips(mustc, tmp_path):
     assert past_end["file"].endswith("train.yaml")
     assert skipped["train", "ted_2_1"]["reason"] == "empty_text"
     assert skipped["dev", "ted_4_0"]["reason"] == "audio_missing"
-    assert report["splits"]["train"] == {"kept": 3, "skipped": 2,
-                                         "skipped_by_reason": {"empty_text": 1, "past_end_of_audio": 1}}
+    assert report["splits"]["train"] == {
+        "kept": 3,
+        "skipped": 2,
+        "skipped_by_reason": {"empty_text": 1, "past_end_of_audio": 1},
+    }
     # Ids follow fairseq: numbered after sorting a talk's segments by offset.
     tst = read_manifest(out / "tst-COMMON.tsv")
     assert [(r["id"], split_audio_slice(r["audio"])[1]) for r in tst] == [("ted_5_0", 0), ("ted_5_1", 8000)]
@@ -125,8 +157,7 @@ def test_mustc_rerun_is_idempotent_and_reuses_conversion(mustc, tmp_path):
     prepare_mustc(root, "de", out, 80, None, 0.1, 30.0)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert converted.stat().st_mtime_ns == mtime
-    assert sorted(before) == ["dev.tsv", "prep_report.json", "spm.model", "spm.vocab", "train.tsv",
-                              "tst-COMMON.tsv"]
+    assert sorted(before) == ["dev.tsv", "prep_report.json", "spm.model", "spm.vocab", "train.tsv", "tst-COMMON.tsv"]
 
 
 def test_mustc_length_filter_and_ext_mt_and_vocab_fallback(mustc, tmp_path):
@@ -144,7 +175,9 @@ def test_mustc_length_filter_and_ext_mt_and_vocab_fallback(mustc, tmp_path):
     assert [r["id"] for r in read_manifest(out / "train.tsv")] == ["ted_2_0"]
     ext_rows = read_manifest(out / "ext_mt.tsv")
     assert [(r["src_text"], r["tgt_text"], r["audio"], r["n_frames"]) for r in ext_rows] == [
-        ("good morning", "guten morgen", "", "0"), ("thank you very much", "vielen dank", "", "0")]
+        ("good morning", "guten morgen", "", "0"),
+        ("thank you very much", "vielen dank", "", "0"),
+    ]
     assert reasons["ext_mt", "ext_mt_1"] == "empty_text"
     assert report["vocab"]["size"] < 4000 and "4000" in report["notes"][0]
     assert Vocab.load(out / "spm.model").decode(Vocab.load(out / "spm.model").encode("vielen dank")) == "vielen dank"
@@ -189,8 +222,9 @@ def covost(tmp_path):
     splits = ["train", "train_covost", "dev", "test", "train", "train", "dev", "test"]  # 7: clip missing
     sentences = [EN[i % 5] for i in range(8)]
     sentences[0] = 'He said "hello" to me'  # quotes: Common Voice TSVs are QUOTE_NONE
-    validated = [[f"client{i}", f"common_voice_en_{i}.mp3", sentences[i], "2", "0", "", "", ""] for i in range(8)
-                 if i != 5]  # 5: not in validated.tsv
+    validated = [
+        [f"client{i}", f"common_voice_en_{i}.mp3", sentences[i], "2", "0", "", "", ""] for i in range(8) if i != 5
+    ]  # 5: not in validated.tsv
     write_tsv(src / "validated.tsv", VALIDATED_HEADER, validated)
     covost_rows = [[f"common_voice_en_{i}.mp3", sentences[i], DE[i % 5], f"client{i}", splits[i]] for i in range(8)]
     write_tsv(src / "covost_v2.en_de.tsv", COVOST_HEADER, covost_rows)
@@ -251,12 +285,39 @@ def test_covost2_malformed_row_names_file_and_line(covost, tmp_path):
 def test_cli_prep_reports_data_errors_cleanly(covost, tmp_path, capsys):
     root, _ = covost
     with pytest.raises(SystemExit, match="no validated.tsv"):
-        main(["prep", "covost2", "--root", str(tmp_path / "nowhere"), "--src", "en", "--tgt", "de",
-              "--out", str(tmp_path / "out")])
-    main(["prep", "covost2", "--root", str(root), "--src", "en", "--tgt", "de", "--out", str(tmp_path / "out"),
-          "--vocab-size", "70", "--jobs", "1"])
+        main(
+            [
+                "prep",
+                "covost2",
+                "--root",
+                str(tmp_path / "nowhere"),
+                "--src",
+                "en",
+                "--tgt",
+                "de",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+    main(
+        [
+            "prep",
+            "covost2",
+            "--root",
+            str(root),
+            "--src",
+            "en",
+            "--tgt",
+            "de",
+            "--out",
+            str(tmp_path / "out"),
+            "--vocab-size",
+            "70",
+            "--jobs",
+            "1",
+        ]
+    )
     assert "train" in capsys.readouterr().out and (tmp_path / "out" / "train.tsv").is_file()
-
 
 
 # --- --exclude-text: sentences evaluated elsewhere are kept out of this corpus ----------------------------------
@@ -264,8 +325,22 @@ def test_cli_prep_reports_data_errors_cleanly(covost, tmp_path, capsys):
 
 def held_out_manifest(path: Path, texts: list[str]) -> Path:
     """A text-only manifest holding `texts` as source texts, like a dev or test split of another prep."""
-    write_manifest(path, [{"id": f"held_{i}", "audio": "", "n_frames": 0, "tgt_text": "x", "speaker": "",
-                           "src_text": text, "src_lang": "en", "tgt_lang": "de"} for i, text in enumerate(texts)])
+    write_manifest(
+        path,
+        [
+            {
+                "id": f"held_{i}",
+                "audio": "",
+                "n_frames": 0,
+                "tgt_text": "x",
+                "speaker": "",
+                "src_text": text,
+                "src_lang": "en",
+                "tgt_lang": "de",
+            }
+            for i, text in enumerate(texts)
+        ],
+    )
     return path
 
 
@@ -292,8 +367,23 @@ def test_mustc_exclude_text_drops_and_reports_every_split(mustc, tmp_path):
 def test_cli_prep_exclude_text_and_its_errors(covost, tmp_path, capsys):
     root, _ = covost
     out = tmp_path / "out"
-    args = ["prep", "covost2", "--root", str(root), "--src", "en", "--tgt", "de", "--out", str(out),
-            "--vocab-size", "70", "--jobs", "1", "--exclude-text"]
+    args = [
+        "prep",
+        "covost2",
+        "--root",
+        str(root),
+        "--src",
+        "en",
+        "--tgt",
+        "de",
+        "--out",
+        str(out),
+        "--vocab-size",
+        "70",
+        "--jobs",
+        "1",
+        "--exclude-text",
+    ]
     missing = tmp_path / "nope.tsv"
     with pytest.raises(SystemExit, match=f"^speechxl prep: {re.escape(str(missing))}: manifest not found"):
         main([*args, str(missing)])
@@ -314,7 +404,9 @@ def test_cli_prep_exclude_text_and_its_errors(covost, tmp_path, capsys):
     report = json.loads((out / "prep_report.json").read_text())
     assert report["splits"]["dev"]["skipped_by_reason"] == {"audio_unreadable": 1, "excluded_text": 1}
     assert {s["id"] for s in report["skipped"] if s["reason"] == "excluded_text"} == {
-        "common_voice_en_1", "common_voice_en_2"}
+        "common_voice_en_1",
+        "common_voice_en_2",
+    }
 
 
 # --- on SynthST (tests/conftest.py): the corpora `speechxl synth` writes go through prep unchanged -----------
@@ -356,8 +448,10 @@ def test_mustc_segment_yaml_fast_path_matches_yaml_loader(tmp_path):
 
     from speechxl.data.corpus.mustc import read_segments
 
-    lines = ["- {duration: 3.5, offset: 16.12, rW: 0, uW: 0, speaker_id: spk.767, wav: ted_767.wav}\n",
-             "- {duration: 1.25, offset: 20.0, rW: 2, uW: 1, speaker_id: spk.767, wav: ted_767.wav}\n"]
+    lines = [
+        "- {duration: 3.5, offset: 16.12, rW: 0, uW: 0, speaker_id: spk.767, wav: ted_767.wav}\n",
+        "- {duration: 1.25, offset: 20.0, rW: 2, uW: 1, speaker_id: spk.767, wav: ted_767.wav}\n",
+    ]
     plain, quoted = tmp_path / "plain.yaml", tmp_path / "quoted.yaml"
     plain.write_text("".join(lines))
     quoted.write_text(lines[0] + lines[1].replace("wav: ted_767.wav", 'wav: "ted_767.wav"'))  # YAML loader path
@@ -380,4 +474,6 @@ def test_the_report_names_corpus_and_version_for_comparable_scores(mustc, synth_
     info = json.loads((synth_mustc / "synth_info.json").read_text())
     counts = info["counts"]
     assert (synth["corpus"], synth["corpus_version"]) == (
-        "synthst", f"seed{info['seed']}-train{counts['train']}-dev{counts['dev']}-test{counts['test']}")
+        "synthst",
+        f"seed{info['seed']}-train{counts['train']}-dev{counts['dev']}-test{counts['test']}",
+    )

@@ -1,4 +1,5 @@
 """The fbank S2T model: loss, sizes, padding invariance, registry, learning."""
+
 import math
 
 import pytest
@@ -10,8 +11,17 @@ from speechxl.losses import label_smoothed_nll_loss
 from speechxl.models import build_model
 from speechxl.models.s2t import S2TConfig, S2TTransformer
 
-TINY = dict(input_dim=8, conv_channels=16, dim=16, encoder_layers=1, decoder_layers=1, encoder_heads=2,
-            decoder_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)
+TINY = dict(
+    input_dim=8,
+    conv_channels=16,
+    dim=16,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_heads=2,
+    decoder_heads=2,
+    encoder_ffn_dim=32,
+    decoder_ffn_dim=32,
+)
 VOCAB, PAD, EOS = 30, 1, 2
 
 
@@ -33,10 +43,17 @@ def tiny_batch(lengths=(24, 17, 9), target_lengths=(5, 3, 4)):
     prev[:, 0] = EOS
     for i, n in enumerate(target_lengths):
         prev[i, 1 : n + 1] = target[i, :n]
-    return {"ids": [str(i) for i in range(len(lengths))], "task": "st", "audio": frames,
-            "audio_lengths": torch.tensor(lengths), "target": target, "prev_target": prev,
-            "target_lengths": torch.tensor(target_lengths) + 1, "ntokens": sum(target_lengths) + len(lengths),
-            "prefix": target[:, :1]}  # the first target token plays the language tag: forced, no loss
+    return {
+        "ids": [str(i) for i in range(len(lengths))],
+        "task": "st",
+        "audio": frames,
+        "audio_lengths": torch.tensor(lengths),
+        "target": target,
+        "prev_target": prev,
+        "target_lengths": torch.tensor(target_lengths) + 1,
+        "ntokens": sum(target_lengths) + len(lengths),
+        "prefix": target[:, :1],
+    }  # the first target token plays the language tag: forced, no loss
 
 
 def test_label_smoothed_ce_equals_the_formula_with_prefix_ignored():
@@ -74,7 +91,13 @@ def test_sizes_follow_fairseq_and_bad_keys_are_reported():
     s = S2TConfig.from_dict({})
     assert (s.dim, s.encoder_layers, s.decoder_layers, s.encoder_heads, s.encoder_ffn_dim) == (256, 12, 6, 4, 2048)
     xs = S2TConfig.from_dict({"size": "xs"})
-    assert (xs.encoder_layers, xs.decoder_layers, xs.encoder_ffn_dim, xs.dropout, xs.attention_dropout) == (6, 3, 1024, 0.3, 0.3)
+    assert (xs.encoder_layers, xs.decoder_layers, xs.encoder_ffn_dim, xs.dropout, xs.attention_dropout) == (
+        6,
+        3,
+        1024,
+        0.3,
+        0.3,
+    )
     m = S2TConfig.from_dict({"size": "m", "attention_dropout": 0.0})
     assert (m.dim, m.encoder_heads, m.dropout, m.attention_dropout) == (512, 8, 0.15, 0.0)
     with pytest.raises(DataError, match="encoder_layer"):

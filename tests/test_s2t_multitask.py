@@ -1,4 +1,5 @@
 """The S2T model's ASR task and auxiliary CTC (joint CTC/attention training)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,8 +21,7 @@ def with_transcript(batch, lengths=(6, 4, 2)):
     prev[:, 0] = EOS
     for i, n in enumerate(lengths):
         prev[i, 1 : n + 2] = transcript[i, : n + 1]
-    return {**batch, "transcript": transcript, "prev_transcript": prev,
-            "transcript_lengths": torch.tensor(lengths) + 2}
+    return {**batch, "transcript": transcript, "prev_transcript": prev, "transcript_lengths": torch.tensor(lengths) + 2}
 
 
 def test_without_ctc_weight_there_is_no_ctc_head_and_no_ctc_loss():
@@ -41,8 +41,12 @@ def test_ctc_is_added_with_its_weight_on_the_untagged_transcript():
         frames = (~enc["memory_padding_mask"]).sum(1)
         lprobs = F.log_softmax(joint.ctc_head(enc["memory"]), -1).transpose(0, 1)
         targets = [batch["transcript"][i, 1 : n - 1] for i, n in enumerate(batch["transcript_lengths"].tolist())]
-        expected = sum(F.ctc_loss(lprobs[:, i : i + 1], t[None], frames[i : i + 1], torch.tensor([len(t)]),
-                                  blank=0, reduction="sum") for i, t in enumerate(targets))
+        expected = sum(
+            F.ctc_loss(
+                lprobs[:, i : i + 1], t[None], frames[i : i + 1], torch.tensor([len(t)]), blank=0, reduction="sum"
+            )
+            for i, t in enumerate(targets)
+        )
     assert out["logs"]["ctc_loss"] == pytest.approx(float(expected), rel=1e-5)
     assert float(out["loss"]) == pytest.approx(float(ce) + 0.3 * float(expected), rel=1e-5)
     assert out["sample_size"] == plain(batch)["sample_size"]

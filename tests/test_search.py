@@ -1,4 +1,5 @@
 """Beam and greedy search: exactness against brute force, beam 1 = greedy, n-best, prefix, max length."""
+
 import itertools
 import math
 
@@ -109,8 +110,9 @@ def test_a_models_own_logit_processor_constrains_the_search():
     hyps = beam_search(model, batch, beam=150, max_len_b=max_len, nbest=3)
     for utterance, nbest in enumerate(hyps):
         # </s> only after a 3, except at the length limit, where </s> is the only choice left
-        score, tokens = brute_force_best(model, utterance, vocab, max_len, 1.0,
-                                         allowed=lambda t: 3 in t or len(t) == max_len)
+        score, tokens = brute_force_best(
+            model, utterance, vocab, max_len, 1.0, allowed=lambda t: 3 in t or len(t) == max_len
+        )
         assert nbest[0].tokens == tokens and math.isclose(nbest[0].score, score, rel_tol=1e-5)
         assert all(3 in h.tokens or len(h.tokens) == max_len for h in nbest)
     assert [h[0].tokens for h in plain] != [h[0].tokens for h in hyps]  # the constraint changed the outcome
@@ -118,8 +120,19 @@ def test_a_models_own_logit_processor_constrains_the_search():
 
 def tiny_s2t():
     torch.manual_seed(0)
-    config = S2TConfig.from_dict(dict(input_dim=8, conv_channels=16, dim=16, encoder_layers=1, decoder_layers=2,
-                                      encoder_heads=2, decoder_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32))
+    config = S2TConfig.from_dict(
+        dict(
+            input_dim=8,
+            conv_channels=16,
+            dim=16,
+            encoder_layers=1,
+            decoder_layers=2,
+            encoder_heads=2,
+            decoder_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+        )
+    )
     model = S2TTransformer(config, 40, PAD, EOS).eval()
     with torch.no_grad():  # a larger output scale makes outputs varied (and </s> likely) for a random model
         model.decoder.embed_tokens.weight.mul_(8)
@@ -142,8 +155,10 @@ def test_max_length_follows_the_source_length():
     model, batch = tiny_s2t()
     a, b = 0.2, 1
     limits = [int(a * n + b) for n in batch["audio_lengths"].tolist()]
-    for hyps in (beam_search(model, batch, beam=3, max_len_a=a, max_len_b=b, nbest=3),
-                 greedy_search(model, batch, max_len_a=a, max_len_b=b)):
+    for hyps in (
+        beam_search(model, batch, beam=3, max_len_a=a, max_len_b=b, nbest=3),
+        greedy_search(model, batch, max_len_a=a, max_len_b=b),
+    ):
         for limit, nbest in zip(limits, hyps):
             assert nbest and all(1 <= len(h.tokens) <= limit for h in nbest)
             assert all(PAD not in h.tokens and EOS not in h.tokens for h in nbest)
@@ -154,7 +169,12 @@ def test_padded_batch_search_equals_each_utterance_alone():
     model, batch = tiny_s2t()
     together = beam_search(model, batch, beam=4, max_len_b=8, nbest=2)
     for i, n in enumerate(batch["audio_lengths"].tolist()):
-        alone = beam_search(model, {"audio": batch["audio"][i : i + 1, :n], "audio_lengths": torch.tensor([n])},
-                            beam=4, max_len_b=8, nbest=2)[0]
+        alone = beam_search(
+            model,
+            {"audio": batch["audio"][i : i + 1, :n], "audio_lengths": torch.tensor([n])},
+            beam=4,
+            max_len_b=8,
+            nbest=2,
+        )[0]
         assert [h.tokens for h in alone] == [h.tokens for h in together[i]]
         assert all(math.isclose(x.score, y.score, rel_tol=1e-4) for x, y in zip(alone, together[i]))

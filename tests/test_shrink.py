@@ -1,4 +1,5 @@
 """CTC-guided shrinking (speechxl.modules.shrink) against hand computations, and COSTT's front ends."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,16 +15,19 @@ def _states(t: int, d: int = 3) -> torch.Tensor:
     return torch.arange(t * d, dtype=torch.float).view(1, t, d) + 1.0
 
 
-@pytest.mark.parametrize("labels, first, runs", [
-    # runs and blanks: A A _ B B B _ -> A (frame 0), B (frame 3)
-    ([5, 5, B, 7, 7, 7, B], [0, 3], [[0, 1], [3, 4, 5]]),
-    # a label repeated across a blank is two tokens: A _ A -> frames 0 and 2
-    ([5, B, 5], [0, 2], [[0], [2]]),
-    # a change of label without a blank starts a run: A B A
-    ([5, 7, 5, 5], [0, 1, 2], [[0], [1], [2, 3]]),
-    # leading blanks, a run at the very end
-    ([B, B, 9, 9], [2], [[2, 3]]),
-])
+@pytest.mark.parametrize(
+    "labels, first, runs",
+    [
+        # runs and blanks: A A _ B B B _ -> A (frame 0), B (frame 3)
+        ([5, 5, B, 7, 7, 7, B], [0, 3], [[0, 1], [3, 4, 5]]),
+        # a label repeated across a blank is two tokens: A _ A -> frames 0 and 2
+        ([5, B, 5], [0, 2], [[0], [2]]),
+        # a change of label without a blank starts a run: A B A
+        ([5, 7, 5, 5], [0, 1, 2], [[0], [1], [2, 3]]),
+        # leading blanks, a run at the very end
+        ([B, B, 9, 9], [2], [[2, 3]]),
+    ],
+)
 def test_shrink_matches_hand_computation(labels, first, runs):
     t = len(labels)
     states = _states(t)
@@ -59,16 +63,20 @@ def test_padded_batch_equals_each_utterance_alone(mode):
     assert out_lengths.tolist() == ([4, 1, 1, 2] if mode == "first" else [4, 1, 1, 2])
     assert mask.tolist() == [[False] * 4, [False] + [True] * 3, [False] + [True] * 3, [False] * 2 + [True] * 2]
     for i, row in enumerate(rows):
-        alone, n, _ = ctc_shrink(states[i: i + 1, : len(row)], labels[i: i + 1, : len(row)],
-                                 torch.tensor([len(row)]), B, mode)
+        alone, n, _ = ctc_shrink(
+            states[i : i + 1, : len(row)], labels[i : i + 1, : len(row)], torch.tensor([len(row)]), B, mode
+        )
         assert int(n) == out_lengths[i]
         assert torch.allclose(packed[i, : int(n)], alone[0])
-        assert packed[i, int(n):].abs().sum() == 0  # padding is zeros
+        assert packed[i, int(n) :].abs().sum() == 0  # padding is zeros
     # gradients flow into exactly the frames that were kept (first) or averaged (average)
     packed.sum().backward()
     grad = states.grad.abs().sum(-1)
-    assert grad[0].ne(0).tolist() == ([True, False, False, True, False, False, True, True] if mode == "first"
-                                      else [True, True, False, True, True, False, True, True])
+    assert grad[0].ne(0).tolist() == (
+        [True, False, False, True, False, False, True, True]
+        if mode == "first"
+        else [True, True, False, True, True, False, True, True]
+    )
     assert grad[2, :3].ne(0).all()  # all blank: the mean of every frame
     assert grad[:, :].masked_select(torch.arange(t)[None] >= lengths[:, None]).eq(0).all()
 
@@ -86,7 +94,7 @@ def test_front_ends_padded_batch_equals_alone(front):
     x = torch.randn(3, 23, 80)
     out, out_lengths = module(x, lengths)
     for i, n in enumerate(lengths.tolist()):
-        alone, m = module(x[i: i + 1, :n], torch.tensor([n]))
+        alone, m = module(x[i : i + 1, :n], torch.tensor([n]))
         assert int(m) == int(out_lengths[i]) == alone.size(1)
         assert torch.allclose(out[i, : int(m)], alone[0], atol=1e-6)
 

@@ -1,16 +1,24 @@
 """Progressive-training stages: parsing, errors, position after N updates, what trains."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import yaml
 
-from speechxl.config import TrainConfig
+from speechxl.config import (
+    Stage,
+    TrainConfig,
+    parse_stages,
+    schedule_updates,
+    stage_at,
+    stage_finished,
+    stage_starts,
+    stage_train_config,
+    total_updates,
+)
 from speechxl.errors import DataError
 from speechxl.models.xstnet import XSTNet, XSTNetConfig
-from speechxl.config import (
-    Stage, parse_stages, schedule_updates, stage_at, stage_finished, stage_starts, stage_train_config, total_updates,
-)
 from speechxl.train.stages import apply_acoustic_freeze, apply_trainable
 
 SOURCE = "conf/xstnet.yaml"
@@ -32,8 +40,14 @@ EXAMPLE = yaml.safe_load("""
 
 def test_parse_the_example():
     first, second = parse_stages(EXAMPLE, SOURCE)
-    assert first == Stage(name="mt_pretrain", tasks={"mt": 1.0, "ext_mt": 1.0}, max_update=2000,
-                          freeze=("acoustic",), train_overrides={"lr": 5e-4}, source=SOURCE)
+    assert first == Stage(
+        name="mt_pretrain",
+        tasks={"mt": 1.0, "ext_mt": 1.0},
+        max_update=2000,
+        freeze=("acoustic",),
+        train_overrides={"lr": 5e-4},
+        source=SOURCE,
+    )
     assert second.tasks == {"st": 1.0, "asr": 1.0, "mt": 1.0, "ext_mt": 0.25}
     assert list(second.tasks) == ["st", "asr", "mt", "ext_mt"]  # config order: the first is the epoch task
     assert (second.init, second.reset_optimizer) == ("previous", True)
@@ -44,25 +58,28 @@ def test_parse_the_example():
     assert (train.lr, train.warmup_updates) == (5e-4, TrainConfig().warmup_updates)
 
 
-@pytest.mark.parametrize("entries, message", [
-    ([{"name": "a", "tasks": {"st": 1}, "max_update": 5, "lrr": 1.0}], "stage 1 \\(a\\): unknown stage key 'lrr'"),
-    ([{"name": "a", "tasks": {"speech": 1}}], "unknown task 'speech'"),
-    ([{"name": "a", "tasks": {"st": 0}}], "ratio of task 'st' must be a number > 0"),
-    ([{"name": "a", "tasks": {"st": -1.0}}], "ratio of task 'st'"),
-    ([{"name": "a", "tasks": {"st": "1"}}], "ratio of task 'st'"),
-    ([{"name": "a", "tasks": {}}], "tasks must be a non-empty mapping"),
-    ([{"name": "a", "max_update": 3}], "`tasks` .* is required"),
-    ([{"tasks": {"st": 1}}], "stage 1: every stage needs a `name`"),
-    ([{"name": "a", "tasks": {"mt": 1}}, {"name": "b", "tasks": {"st": 1}}], "stage 1 \\(a\\): max_update must be"),
-    ([{"name": "a", "tasks": {"mt": 1}, "max_update": 2}, {"name": "a", "tasks": {"st": 1}}], "stage 2 .*unique"),
-    ([{"name": "a", "tasks": {"st": 1}, "trainable": {"freeze": "acoustic", "only": ["x"]}}], "trainable must be"),
-    ([{"name": "a", "tasks": {"st": 1}, "trainable": {"only": []}}], "trainable.only must be a non-empty list"),
-    ([{"name": "a", "tasks": {"st": 1}, "reset_optimizer": "yes"}], "reset_optimizer must be true or false"),
-    ([{"name": "a", "tasks": {"st": 1}, "freeze_acoustic_updates": -1}], "freeze_acoustic_updates must be"),
-    ([{"name": "a", "tasks": {"st": 1}, "lr": "fast"}], "train.lr must be float"),
-    ([{"name": "a", "tasks": {"st": 1}, "seed": 3}], "unknown stage key 'seed'"),
-    ([], "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "entries, message",
+    [
+        ([{"name": "a", "tasks": {"st": 1}, "max_update": 5, "lrr": 1.0}], "stage 1 \\(a\\): unknown stage key 'lrr'"),
+        ([{"name": "a", "tasks": {"speech": 1}}], "unknown task 'speech'"),
+        ([{"name": "a", "tasks": {"st": 0}}], "ratio of task 'st' must be a number > 0"),
+        ([{"name": "a", "tasks": {"st": -1.0}}], "ratio of task 'st'"),
+        ([{"name": "a", "tasks": {"st": "1"}}], "ratio of task 'st'"),
+        ([{"name": "a", "tasks": {}}], "tasks must be a non-empty mapping"),
+        ([{"name": "a", "max_update": 3}], "`tasks` .* is required"),
+        ([{"tasks": {"st": 1}}], "stage 1: every stage needs a `name`"),
+        ([{"name": "a", "tasks": {"mt": 1}}, {"name": "b", "tasks": {"st": 1}}], "stage 1 \\(a\\): max_update must be"),
+        ([{"name": "a", "tasks": {"mt": 1}, "max_update": 2}, {"name": "a", "tasks": {"st": 1}}], "stage 2 .*unique"),
+        ([{"name": "a", "tasks": {"st": 1}, "trainable": {"freeze": "acoustic", "only": ["x"]}}], "trainable must be"),
+        ([{"name": "a", "tasks": {"st": 1}, "trainable": {"only": []}}], "trainable.only must be a non-empty list"),
+        ([{"name": "a", "tasks": {"st": 1}, "reset_optimizer": "yes"}], "reset_optimizer must be true or false"),
+        ([{"name": "a", "tasks": {"st": 1}, "freeze_acoustic_updates": -1}], "freeze_acoustic_updates must be"),
+        ([{"name": "a", "tasks": {"st": 1}, "lr": "fast"}], "train.lr must be float"),
+        ([{"name": "a", "tasks": {"st": 1}, "seed": 3}], "unknown stage key 'seed'"),
+        ([], "non-empty list"),
+    ],
+)
 def test_bad_stages_name_the_file_and_the_stage(entries, message):
     with pytest.raises(DataError, match=message) as caught:
         parse_stages(entries, SOURCE)
@@ -85,11 +102,14 @@ def test_stage_at_boundaries_and_resume_position():
 
 
 def test_open_ended_last_stage_and_schedule_restarts():
-    stages = parse_stages([
-        {"name": "a", "tasks": {"mt": 1}, "max_update": 10},
-        {"name": "b", "tasks": {"st": 1}, "max_update": 10, "reset_optimizer": True},
-        {"name": "c", "tasks": {"st": 1, "mt": 1}},  # no max_update: runs until train.max_update
-    ], SOURCE)
+    stages = parse_stages(
+        [
+            {"name": "a", "tasks": {"mt": 1}, "max_update": 10},
+            {"name": "b", "tasks": {"st": 1}, "max_update": 10, "reset_optimizer": True},
+            {"name": "c", "tasks": {"st": 1, "mt": 1}},  # no max_update: runs until train.max_update
+        ],
+        SOURCE,
+    )
     assert total_updates(stages) == 0
     index, stage, within = stage_at(stages, 1234)
     assert (index, within) == (2, 1214) and not stage_finished(stage, within)
@@ -106,14 +126,19 @@ def test_apply_trainable_by_prefix():
     model = tiny_xstnet()
     total = sum(p.numel() for p in model.parameters())
     acoustic = sum(p.numel() for p in model.acoustic.parameters())
-    freeze, only, everything = parse_stages([
-        {"name": "f", "tasks": {"mt": 1}, "max_update": 1, "trainable": {"freeze": ["acoustic", "subsampler"]}},
-        {"name": "o", "tasks": {"st": 1}, "max_update": 1, "trainable": {"only": ["decoder.layers.0.cross_attn"]}},
-        {"name": "all", "tasks": {"st": 1}},
-    ], SOURCE)
+    freeze, only, everything = parse_stages(
+        [
+            {"name": "f", "tasks": {"mt": 1}, "max_update": 1, "trainable": {"freeze": ["acoustic", "subsampler"]}},
+            {"name": "o", "tasks": {"st": 1}, "max_update": 1, "trainable": {"only": ["decoder.layers.0.cross_attn"]}},
+            {"name": "all", "tasks": {"st": 1}},
+        ],
+        SOURCE,
+    )
     subsampler = sum(p.numel() for p in model.subsampler.parameters())
-    assert apply_trainable(model, freeze) == {"trainable": total - acoustic - subsampler,
-                                              "frozen": acoustic + subsampler}
+    assert apply_trainable(model, freeze) == {
+        "trainable": total - acoustic - subsampler,
+        "frozen": acoustic + subsampler,
+    }
     assert not any(p.requires_grad for p in model.acoustic.parameters())
     assert all(p.requires_grad for p in model.encoder.parameters())
 
@@ -129,16 +154,20 @@ def test_apply_trainable_rejects_a_prefix_that_matches_nothing():
     model = tiny_xstnet()
     # "decoder.layer" is a prefix of a name but not a dotted component: it must not match
     (stage,) = parse_stages([{"name": "x", "tasks": {"st": 1}, "trainable": {"freeze": ["decoder.layer"]}}], SOURCE)
-    with pytest.raises(DataError, match="stage x: trainable 'decoder.layer' matches no parameter of XSTNet; "
-                                        "its parameter groups: acoustic, decoder, decoder.cross_attention"):
+    with pytest.raises(
+        DataError,
+        match="stage x: trainable 'decoder.layer' matches no parameter of XSTNet; "
+        "its parameter groups: acoustic, decoder, decoder.cross_attention",
+    ):
         apply_trainable(model, stage)
 
 
 def test_apply_trainable_by_parameter_group():
     model = tiny_xstnet()
     groups = model.parameter_groups()
-    (stage,) = parse_stages([{"name": "x", "tasks": {"st": 1},
-                              "trainable": {"only": ["decoder.cross_attention", "layer_norms"]}}], SOURCE)
+    (stage,) = parse_stages(
+        [{"name": "x", "tasks": {"st": 1}, "trainable": {"only": ["decoder.cross_attention", "layer_norms"]}}], SOURCE
+    )
     apply_trainable(model, stage)
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trained == set(groups["decoder.cross_attention"]) | set(groups["layer_norms"])
@@ -160,8 +189,9 @@ def test_acoustic_freeze_counts_updates_within_the_stage():
     assert model.acoustic.is_frozen is False  # the stage does not set it: train.freeze_acoustic_updates, 0
     from speechxl.models.s2t import S2TConfig, S2TTransformer
 
-    fbank_model = S2TTransformer(S2TConfig.from_dict({"size": "xs", "encoder_layers": 1, "decoder_layers": 1}),
-                                 20, 1, 2)
+    fbank_model = S2TTransformer(
+        S2TConfig.from_dict({"size": "xs", "encoder_layers": 1, "decoder_layers": 1}), 20, 1, 2
+    )
     apply_acoustic_freeze(fbank_model, 0, 0)  # nothing to freeze, nothing asked
     with pytest.raises(DataError, match="S2TTransformer has no acoustic encoder to freeze"):
         apply_acoustic_freeze(fbank_model, 5, 0)

@@ -1,5 +1,6 @@
 """Streaming: policies (wait-k, LA-n, AlignAtt) against hand computations with the model's teacher-forced
 decoder, cross-attention weights, the chunk-causal encoder, the SimulEval agent, VAD, subtitles, `speechxl stream`."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,12 +14,12 @@ import soundfile as sf
 import torch
 from tiny_run import make_corpus, tiny_config
 
-from speechxl.models import load_model
 from speechxl.cli import main
 from speechxl.config import config_from_dict
 from speechxl.data.audio import load_audio
 from speechxl.inference.longform import VadOptions, resegment, vad_segments, write_subtitles
 from speechxl.inference.streaming import PolicyOptions, StreamingTranslator, chunks_of, longest_common_prefix
+from speechxl.models import load_model
 from speechxl.modules.transformer import MultiheadAttention, TransformerEncoder
 from speechxl.train.loop import train
 
@@ -29,8 +30,7 @@ CHUNK_MS = 60
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("stream")
     corpus = make_corpus(root / "corpus")
-    train(config_from_dict(tiny_config(corpus, root / "run", max_update=40, lr=5e-3, validate_every=0,
-                                       save_every=0)))
+    train(config_from_dict(tiny_config(corpus, root / "run", max_update=40, lr=5e-3, validate_every=0, save_every=0)))
     model, vocab, config = load_model(root / "run" / "checkpoints" / "last")
     return corpus, root / "run" / "checkpoints" / "last", model, vocab, config
 
@@ -109,7 +109,7 @@ def test_chunk_causal_encoder_padding_and_stable_past():
     with torch.no_grad():
         batched = enc(x, padding)
         for b, n in enumerate(lengths.tolist()):  # a padded batch equals each utterance alone
-            torch.testing.assert_close(batched[b, :n], enc(x[b:b + 1, :n], None)[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(batched[b, :n], enc(x[b : b + 1, :n], None)[0], atol=1e-5, rtol=1e-5)
         # appending frames leaves the complete chunks (frames 0..5 of 7) unchanged, not the partial one
         short, longer = enc(x[:1, :7], None), enc(x[:1], None)
     torch.testing.assert_close(short[0, :6], longer[0, :6], atol=1e-5, rtol=1e-5)
@@ -123,11 +123,12 @@ def test_chunk_causal_encoder_padding_and_stable_past():
 @pytest.mark.parametrize("policy", ["waitk", "la", "alignatt"])
 def test_committed_text_only_grows(trained, policy):
     corpus, _, model, vocab, config = trained
-    translator = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy=policy, k=2, frames=1,
-                                                                                 max_len_b=12))
+    translator = StreamingTranslator(
+        model, vocab, config["data"], PolicyOptions(policy=policy, k=2, frames=1, max_len_b=12)
+    )
     texts = [""]
     for _, before, after, commit in _run(translator, _wave(corpus)):  # noqa: B007 (commit read after)
-        assert after[:len(before)] == before  # never retracted
+        assert after[: len(before)] == before  # never retracted
         texts.append(texts[-1] + commit.text)
         assert vocab.decode(after) == texts[-1]  # the pieces printed so far are the committed text
     assert commit.finished and translator.text() == texts[-1]
@@ -136,11 +137,10 @@ def test_committed_text_only_grows(trained, policy):
 def test_waitk_reads_k_minus_1_chunks_then_writes_one_greedy_token_per_chunk(trained):
     corpus, _, model, vocab, config = trained
     k = 3
-    translator = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="waitk", k=k,
-                                                                                 max_len_b=50))
+    translator = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="waitk", k=k, max_len_b=50))
     states = _run(translator, _wave(corpus))
     for i, (n, before, after, _) in enumerate(states[:-1], start=1):
-        new = after[len(before):]
+        new = after[len(before) :]
         if i < k:
             assert new == []
             continue
@@ -167,8 +167,7 @@ def _greedy_hypothesis(translator, n, committed, max_new=12):
 
 def test_la_n_commits_the_longest_common_prefix_of_the_last_n_hypotheses(trained):
     corpus, _, model, vocab, config = trained
-    translator = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="la", la_n=2,
-                                                                                 max_len_b=12))
+    translator = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="la", la_n=2, max_len_b=12))
     states = _run(translator, _wave(corpus))
     hyps = []
     for n, before, after, _ in states[:-1]:
@@ -183,33 +182,33 @@ def test_alignatt_waits_while_attention_is_on_the_last_frames(trained):
     corpus, _, model, vocab, config = trained
     wave = _wave(corpus)
     # f larger than the encoder: every candidate attends into the last f frames -> nothing before the end
-    never = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="alignatt", frames=10_000,
-                                                                            max_len_b=12))
+    never = StreamingTranslator(
+        model, vocab, config["data"], PolicyOptions(policy="alignatt", frames=10_000, max_len_b=12)
+    )
     states = _run(never, wave)
     assert all(after == [] for _, _, after, _ in states[:-1]) and states[-1][2]
     # f = 0: no wait, the greedy continuation is committed up to </s>
-    free = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="alignatt", frames=0,
-                                                                           max_len_b=12))
+    free = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="alignatt", frames=0, max_len_b=12))
     for n, before, after, _ in _run(free, wave)[:-1]:
         if n >= 400:
             assert after == _greedy_hypothesis(free, n, before)
     # f = 1: each committed token attended before the last frame; the first held-back one attended into it
     f = 1
-    some = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="alignatt", frames=f,
-                                                                           max_len_b=12))
+    some = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="alignatt", frames=f, max_len_b=12))
     for n, before, after, _ in _run(some, wave)[:-1]:
         if n < 400:
             continue
         lp, attn, forced = _teacher_forced(some, n, after, attention=True)
         frames = attn.size(-1)
-        steps = attn[forced + len(before): forced + len(after)]  # rows that predicted the new tokens
+        steps = attn[forced + len(before) : forced + len(after)]  # rows that predicted the new tokens
         assert all(int(row.argmax()) < frames - f for row in steps)
         if len(after) < 12 and int(lp[-1].argmax()) != model.eos:
             assert int(attn[-1].argmax()) >= frames - f
 
 
-@pytest.mark.skipif(importlib.util.find_spec("simuleval") is None, reason="simuleval is an optional extra "
-                    "(pip install '.[streaming]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("simuleval") is None, reason="simuleval is an optional extra (pip install '.[streaming]')"
+)
 def test_simuleval_agent_end_to_end(trained, synth_mustc, tmp_path):
     from speechxl.inference.simuleval_agent import non_ca_scores
 
@@ -221,17 +220,38 @@ def test_simuleval_agent_end_to_end(trained, synth_mustc, tmp_path):
     sources = []
     for i in range(2):
         path = tmp_path / f"utt{i}.wav"
-        sf.write(path, wave[i * 2 * rate:(i + 1) * 2 * rate], rate)
+        sf.write(path, wave[i * 2 * rate : (i + 1) * 2 * rate], rate)
         sources.append(str(path))
     (tmp_path / "source.txt").write_text("\n".join(sources) + "\n")
     (tmp_path / "target.txt").write_text("\n".join(refs[:2]) + "\n")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "simuleval.cli", "--agent-class", "speechxl.inference.simuleval_agent.SpeechXLAgent",
-           "--checkpoint", str(checkpoint), "--policy", "waitk", "--waitk", "2", "--max-len-b", "12",
-           "--source", str(tmp_path / "source.txt"), "--target", str(tmp_path / "target.txt"),
-           "--source-segment-size", "280", "--output", str(out), "--computation-aware"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1",
-                                                                                  "PATH": "/usr/bin:/bin"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "simuleval.cli",
+        "--agent-class",
+        "speechxl.inference.simuleval_agent.SpeechXLAgent",
+        "--checkpoint",
+        str(checkpoint),
+        "--policy",
+        "waitk",
+        "--waitk",
+        "2",
+        "--max-len-b",
+        "12",
+        "--source",
+        str(tmp_path / "source.txt"),
+        "--target",
+        str(tmp_path / "target.txt"),
+        "--source-segment-size",
+        "280",
+        "--output",
+        str(out),
+        "--computation-aware",
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    )
     lines = (out / "instances.log").read_text().splitlines()
     assert len(lines) == 2, done.stderr[-2000:]
     import json
@@ -250,7 +270,7 @@ def test_simuleval_agent_end_to_end(trained, synth_mustc, tmp_path):
 def test_vad_splits_a_talk_at_its_silence(synth_mustc):
     wav = sorted((synth_mustc / "en-de" / "data" / "tst-COMMON" / "wav").glob("*.wav"))[0]
     wave, rate = sf.read(wav, dtype="float32")
-    speech = wave[:rate * 2]
+    speech = wave[: rate * 2]
     talk = np.concatenate([speech, np.zeros(rate, dtype=np.float32), speech])  # speech - 1 s silence - speech
     segments = vad_segments(talk, VadOptions(min_silence=0.5))
     assert segments[0][0] < 2.0 and segments[-1][1] > 3.5  # speech on both sides of the silence is kept
@@ -267,12 +287,16 @@ def test_subtitles_parse_back(tmp_path):
     segments, texts = [(0.0, 1.5), (2.25, 3.0), (3.5, 4.0)], ["Hallo Welt.", "Zwei", "  "]
     write_subtitles(tmp_path / "a.srt", segments, texts, "srt")
     subs = list(srt.parse((tmp_path / "a.srt").read_text()))
-    assert [(s.start.total_seconds(), s.end.total_seconds(), s.content) for s in subs] == \
-        [(0.0, 1.5, "Hallo Welt."), (2.25, 3.0, "Zwei")]
+    assert [(s.start.total_seconds(), s.end.total_seconds(), s.content) for s in subs] == [
+        (0.0, 1.5, "Hallo Welt."),
+        (2.25, 3.0, "Zwei"),
+    ]
     write_subtitles(tmp_path / "a.vtt", segments, texts, "vtt")
     caps = webvtt.read(str(tmp_path / "a.vtt"))
-    assert [(c.start, c.end, c.text) for c in caps] == [("00:00:00.000", "00:00:01.500", "Hallo Welt."),
-                                                        ("00:00:02.250", "00:00:03.000", "Zwei")]
+    assert [(c.start, c.end, c.text) for c in caps] == [
+        ("00:00:00.000", "00:00:01.500", "Hallo Welt."),
+        ("00:00:02.250", "00:00:03.000", "Zwei"),
+    ]
 
 
 def test_resegment_follows_the_reference_segments():
@@ -282,12 +306,30 @@ def test_resegment_follows_the_reference_segments():
 
 def test_stream_cli_prints_committed_pieces_with_times(trained, capsys, tmp_path):
     corpus, checkpoint, *_ = trained
-    main(["stream", "--checkpoint", str(checkpoint), "--audio", str(corpus / "wav" / "train3.wav"),
-          "--chunk-ms", "60", "--policy", "waitk", "--waitk", "2", "--segment", "none",
-          "--format", "srt", "--out", str(tmp_path / "s.srt")])
+    main(
+        [
+            "stream",
+            "--checkpoint",
+            str(checkpoint),
+            "--audio",
+            str(corpus / "wav" / "train3.wav"),
+            "--chunk-ms",
+            "60",
+            "--policy",
+            "waitk",
+            "--waitk",
+            "2",
+            "--segment",
+            "none",
+            "--format",
+            "srt",
+            "--out",
+            str(tmp_path / "s.srt"),
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines and all(re.fullmatch(r"\[ *\d+\.\d\ds\] .*", line) for line in lines)
-    times = [float(line[1:line.index("s]")]) for line in lines]
+    times = [float(line[1 : line.index("s]")]) for line in lines]
     assert times == sorted(times) and times[-1] == pytest.approx(len(_wave(corpus)) / 16000, abs=0.01)
 
 
@@ -297,16 +339,36 @@ def test_translate_long_audio_by_vad_writes_timed_subtitles(trained, synth_mustc
     _, checkpoint, *_ = trained
     wav = sorted((synth_mustc / "en-de" / "data" / "tst-COMMON" / "wav").glob("*.wav"))[0]
     wave, rate = sf.read(wav, dtype="float32")
-    talk = np.concatenate([wave[:2 * rate], np.zeros(rate, dtype=np.float32), wave[:2 * rate]])
+    talk = np.concatenate([wave[: 2 * rate], np.zeros(rate, dtype=np.float32), wave[: 2 * rate]])
     sf.write(tmp_path / "talk.wav", talk, rate)
-    main(["translate", "--checkpoint", str(checkpoint), "--audio", str(tmp_path / "talk.wav"), "--segment", "vad",
-          "--format", "srt", "--max-segment", "4", "--beam", "2", "--max-len-b", "12", "--out", str(tmp_path / "o")])
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(checkpoint),
+            "--audio",
+            str(tmp_path / "talk.wav"),
+            "--segment",
+            "vad",
+            "--format",
+            "srt",
+            "--max-segment",
+            "4",
+            "--beam",
+            "2",
+            "--max-len-b",
+            "12",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     report = __import__("json").loads((tmp_path / "o" / "segments.json").read_text())
     segments = report["files"][0]["segments"]
     assert len(segments) >= 2 and all(s["end"] - s["start"] <= 4.0 + 1e-6 for s in segments)
     subs = list(srt.parse((tmp_path / "o" / "talk.srt").read_text()))
-    assert [(round(s.start.total_seconds(), 3), s.content) for s in subs] == \
-        [(seg["start"], seg["text"]) for seg in segments if seg["text"].strip()]
+    assert [(round(s.start.total_seconds(), 3), s.content) for s in subs] == [
+        (seg["start"], seg["text"]) for seg in segments if seg["text"].strip()
+    ]
 
 
 def test_chunk_causal_option_reaches_the_model_encoder(trained):
@@ -333,7 +395,7 @@ def test_stream_vad_ends_an_utterance_at_the_pause(trained, synth_mustc):
     *_, model, vocab, config = trained
     wav = sorted((synth_mustc / "en-de" / "data" / "tst-COMMON" / "wav").glob("*.wav"))[0]
     wave, rate = sf.read(wav, dtype="float32")
-    speech = wave[:2 * rate]
+    speech = wave[: 2 * rate]
     talk = np.concatenate([speech, np.zeros(rate, dtype=np.float32), speech])
     translator = StreamingTranslator(model, vocab, config["data"], PolicyOptions(policy="waitk", k=2, max_len_b=8))
     pieces = list(stream_segments(translator, chunks_of(talk, 280), vad=VadOptions(min_silence=0.3)))

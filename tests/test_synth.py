@@ -1,4 +1,5 @@
 """SynthST generation: espeak-ng speech, the MuST-C and CoVoST 2 layouts, held-out voice, determinism."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,11 +47,15 @@ def _rms(x: np.ndarray) -> float:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --- espeak-ng ---------------------------------------------------------------------------------------------
+
 
 def test_espeak_speaks_longer_text_for_longer_and_with_real_energy():
     engine = get_espeak()
@@ -62,7 +67,7 @@ def test_espeak_speaks_longer_text_for_longer_and_with_real_energy():
     assert _rms(long.astype(np.float32) / 32768) > 0.02
     # Speech alternates loud and quiet stretches (syllables, pauses); a tone or noise would not.
     frames = long[: len(long) // 441 * 441].reshape(-1, 441).astype(np.float64)
-    energy = np.sqrt((frames ** 2).mean(axis=1))
+    energy = np.sqrt((frames**2).mean(axis=1))
     assert energy.max() > 10 * np.percentile(energy, 10)
 
 
@@ -83,6 +88,7 @@ def test_espeak_unknown_voice_raises():
 
 
 # --- MuST-C layout -----------------------------------------------------------------------------------------
+
 
 def test_mustc_layout_segments_text_and_audio(synth_mustc):
     sentences = _sentences(synth_mustc)
@@ -126,6 +132,7 @@ def test_mustc_hard_links_audio_for_every_target(tmp_path):
 
 # --- CoVoST 2 layout ---------------------------------------------------------------------------------------
 
+
 def test_covost2_layout_clips_and_tsvs(synth_covost2):
     sentences = _sentences(synth_covost2)
     for src, tgt in (("en", "de"), ("de", "en")):
@@ -168,11 +175,12 @@ def test_covost2_de_root_has_german_speech(synth_covost2):
 
 # --- held-out voice, external MT, determinism, CLI ---------------------------------------------------------
 
+
 def test_test_split_voice_is_never_heard_in_train_or_dev(synth_mustc, synth_covost2):
     for root in (synth_mustc, synth_covost2):
         info = _info(root)
         names = info["splits"]
-        for lang, per_split in info["voices"].items():
+        for _lang, per_split in info["voices"].items():
             heard = set(per_split[names["train"]]) | set(per_split[names["dev"]])
             assert per_split[names["test"]] and not set(per_split[names["test"]]) & heard
             assert len(set(per_split[names["train"]])) >= 3
@@ -194,10 +202,13 @@ def test_ext_mt_is_aligned_and_disjoint_from_spoken_text(synth_mustc):
     assert spoken and not spoken & set(en)
 
 
-@pytest.mark.parametrize("layout, sizes", [
-    ("mustc", dict(n_train=6, n_dev=2, n_test=2, n_ext_mt=3)),
-    ("covost2", dict(n_train=2, n_dev=1, n_test=1, n_ext_mt=3)),  # mp3 encoding is the slow part: fewer clips
-])
+@pytest.mark.parametrize(
+    "layout, sizes",
+    [
+        ("mustc", dict(n_train=6, n_dev=2, n_test=2, n_ext_mt=3)),
+        ("covost2", dict(n_train=2, n_dev=1, n_test=1, n_ext_mt=3)),  # mp3 encoding is the slow part: fewer clips
+    ],
+)
 def test_same_seed_same_bytes_whatever_the_job_count(tmp_path, layout, sizes):
     synthesize(tmp_path / "a", layout, ["de"], seed=5, jobs=1, **sizes)
     synthesize(tmp_path / "b", layout, ["de"], seed=5, jobs=2, **sizes)
@@ -210,8 +221,27 @@ def test_same_seed_same_bytes_whatever_the_job_count(tmp_path, layout, sizes):
 
 def test_cli_writes_corpus_and_refuses_bad_flags(tmp_path, capsys):
     out = tmp_path / "corpus"
-    main(["synth", "--out", str(out), "--layout", "mustc", "--langs", "es", "--train", "3", "--dev", "1",
-          "--test", "1", "--seed", "2", "--jobs", "1"])
+    main(
+        [
+            "synth",
+            "--out",
+            str(out),
+            "--layout",
+            "mustc",
+            "--langs",
+            "es",
+            "--train",
+            "3",
+            "--dev",
+            "1",
+            "--test",
+            "1",
+            "--seed",
+            "2",
+            "--jobs",
+            "1",
+        ]
+    )
     assert "utt/s" in capsys.readouterr().out
     assert _info(out)["counts"] == {"train": 3, "dev": 1, "test": 1}
     assert (out / "en-es" / "data" / "tst-COMMON" / "txt" / "tst-COMMON.es").is_file()

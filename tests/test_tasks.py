@@ -4,11 +4,13 @@ A toy `copy` task (read the transcript, write it back) is added with one `regist
 through the shared dataset, batching, stages, validation (WER, its output's metric) and `speechxl translate`,
 with no other change anywhere.
 """
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from tiny_run import make_corpus, tiny_config
 
 from speechxl import checkpoint as ckpt
 from speechxl.config import config_from_dict, parse_stages
@@ -17,12 +19,26 @@ from speechxl.inference.translate import translate
 from speechxl.tasks import TASKS, Task, decoded_task, get_task, register_task
 from speechxl.train.logs import read_log
 from speechxl.train.loop import train
-from tiny_run import make_corpus, tiny_config
 
-COPY = Task("copy", fields=("src_text",), budget="tokens", encoder_input="text", decoder_target="transcript",
-            output="transcript")
-TINY_XSTNET = {"arch": "xstnet", "size": "tiny", "dim": 32, "encoder_layers": 1, "decoder_layers": 1,
-               "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "conv_channels": 32, "dropout": 0.0}
+COPY = Task(
+    "copy",
+    fields=("src_text",),
+    budget="tokens",
+    encoder_input="text",
+    decoder_target="transcript",
+    output="transcript",
+)
+TINY_XSTNET = {
+    "arch": "xstnet",
+    "size": "tiny",
+    "dim": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "conv_channels": 32,
+    "dropout": 0.0,
+}
 
 
 @pytest.fixture
@@ -34,17 +50,26 @@ def copy_task():
 
 def test_the_builtin_tasks_say_what_they_read_learn_and_score():
     st, asr, mt, triplet = (get_task(name) for name in ("st", "asr", "mt", "triplet"))
-    assert (st.fields, st.budget, st.encoder_input, st.decoder_target) == (("audio", "tgt_text"), "audio", "audio",
-                                                                           "target")
-    assert (asr.decoder_target, asr.prefix_lang, asr.reference, asr.metrics) == ("transcript", "src_lang",
-                                                                                 "src_text", ("wer",))
+    assert (st.fields, st.budget, st.encoder_input, st.decoder_target) == (
+        ("audio", "tgt_text"),
+        "audio",
+        "audio",
+        "target",
+    )
+    assert (asr.decoder_target, asr.prefix_lang, asr.reference, asr.metrics) == (
+        "transcript",
+        "src_lang",
+        "src_text",
+        ("wer",),
+    )
     assert (mt.encoder_input, mt.budget, mt.metrics) == ("text", "tokens", ("bleu", "chrf"))
     assert triplet.texts == ("transcript", "target") and st.texts == ("target",)
     assert decoded_task(["asr", "mt", "triplet", "st"]).name == "st"
     assert decoded_task(["ext_mt"]).name == "mt" and decoded_task(["asr"]).name == "asr"
     with pytest.raises(ValueError, match="budget must be one of"):
-        register_task(Task("bad", fields=(), budget="seconds", encoder_input="audio", decoder_target="target",
-                           output=None))
+        register_task(
+            Task("bad", fields=(), budget="seconds", encoder_input="audio", decoder_target="target", output=None)
+        )
 
 
 def test_a_new_task_is_one_entry(tmp_path, copy_task):

@@ -1,5 +1,6 @@
 """The training loop on a tiny real s2t model and a tiny on-disk ST corpus: what a run writes, that it
 learns, gradient normalisation across micro-batches, patience, and exact resume after SIGKILL."""
+
 from __future__ import annotations
 
 import os
@@ -12,13 +13,12 @@ import pytest
 import torch
 from tiny_run import make_corpus, tiny_config, write_config
 
+from speechxl import checkpoint as ckpt
 from speechxl.config import config_from_dict, config_to_dict, load_config
 from speechxl.data.batching import SpeechTextDataset, collate
 from speechxl.data.vocab import Vocab
 from speechxl.errors import CheckpointError, DataError, TrainingError
-from speechxl.models import build_model
-from speechxl import checkpoint as ckpt
-from speechxl.models import load_model
+from speechxl.models import build_model, load_model
 from speechxl.train.distributed import DistEnv
 from speechxl.train.logs import read_log
 from speechxl.train.loop import train, train_step
@@ -31,8 +31,9 @@ def corpus(tmp_path_factory):
 
 
 def test_run_writes_logs_checkpoints_and_learns(tmp_path, corpus):
-    cfg = config_from_dict(tiny_config(corpus, tmp_path / "run", max_update=12, validate_every=8, save_every=4,
-                                       keep_last=2, lr=3e-3))
+    cfg = config_from_dict(
+        tiny_config(corpus, tmp_path / "run", max_update=12, validate_every=8, save_every=4, keep_last=2, lr=3e-3)
+    )
     state = train(cfg)
     run = tmp_path / "run"
     assert state.num_updates == 12
@@ -71,8 +72,9 @@ def test_split_of_a_batch_into_micro_batches_does_not_change_the_update(corpus):
         model = build_model({**config_from_dict(tiny_config(corpus, "x")).model, "dropout": 0.0}, vocab)
         model.label_smoothing = cfg.label_smoothing
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        logs = train_step(model, model, [collate(g, "st", vocab.pad, vocab.eos) for g in groups], optimizer,
-                          None, cfg, env)
+        logs = train_step(
+            model, model, [collate(g, "st", vocab.pad, vocab.eos) for g in groups], optimizer, None, cfg, env
+        )
         results.append((torch.nn.utils.parameters_to_vector(model.parameters()).detach(), logs))
     (whole, whole_logs), (split, split_logs) = results
     assert whole_logs["sample_size"] == split_logs["sample_size"]
@@ -91,8 +93,18 @@ def test_inverse_sqrt_schedule_matches_fairseq():
 
 def test_patience_stops_when_bleu_stops_improving(tmp_path, corpus):
     # An untrained model scores BLEU 0 every time: the first validation sets the best, then two misses.
-    cfg = config_from_dict(tiny_config(corpus, tmp_path / "run", max_update=50, validate_every=1,
-                                       save_every=0, patience=2, lr=1e-7, warmup_updates=0))
+    cfg = config_from_dict(
+        tiny_config(
+            corpus,
+            tmp_path / "run",
+            max_update=50,
+            validate_every=1,
+            save_every=0,
+            patience=2,
+            lr=1e-7,
+            warmup_updates=0,
+        )
+    )
     state = train(cfg)
     assert state.stop and state.num_updates == 3
     valid = [r for r in read_log(tmp_path / "run") if r["type"] == "valid"]
@@ -107,8 +119,13 @@ def test_amp_on_cpu_is_a_clear_error(tmp_path, corpus):
 
 
 def _speechxl(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "speechxl.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "speechxl.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _records(run_dir) -> list[tuple]:
@@ -117,8 +134,9 @@ def _records(run_dir) -> list[tuple]:
 
 
 def test_sigkill_then_resume_logs_the_same_losses(tmp_path, corpus):
-    conf = write_config(tmp_path / "conf.yaml", tiny_config(corpus, tmp_path / "unused", max_update=9,
-                                                            save_every=2, validate_every=5))
+    conf = write_config(
+        tmp_path / "conf.yaml", tiny_config(corpus, tmp_path / "unused", max_update=9, save_every=2, validate_every=5)
+    )
     train(load_config(conf, [f"run_dir={tmp_path / 'ref'}"]))  # the uninterrupted run, in this process
 
     run = tmp_path / "run"
@@ -138,18 +156,32 @@ def test_sigkill_then_resume_logs_the_same_losses(tmp_path, corpus):
 
 def test_best_metric_picks_the_best_checkpoint_by_its_direction(tmp_path, corpus):
     """train.best_metric=loss (lower is better): `best` follows the lowest validation loss, not BLEU."""
-    cfg = config_from_dict(tiny_config(corpus, tmp_path / "run", max_update=12, validate_every=3, save_every=0,
-                                       keep_last=0, lr=3e-3, best_metric="loss"))
+    cfg = config_from_dict(
+        tiny_config(
+            corpus,
+            tmp_path / "run",
+            max_update=12,
+            validate_every=3,
+            save_every=0,
+            keep_last=0,
+            lr=3e-3,
+            best_metric="loss",
+        )
+    )
     train(cfg)
     valid = [r for r in read_log(tmp_path / "run") if r["type"] == "valid"]
     best = min(valid, key=lambda r: r["loss"])
     assert os.readlink(tmp_path / "run" / "checkpoints" / "best") == f"ckpt-{best['update']}"
     assert all(r["best_metric"] == {"name": "loss", "higher_is_better": False} for r in valid)
     assert ckpt.select_around_best(tmp_path / "run", 1)[0].name == f"ckpt-{best['update']}"
-    with pytest.raises(DataError, match="train.best_metric: 'accuracy' is not a figure of this validation; "
-                                        "figures: .*bleu.*loss"):
-        train(config_from_dict(tiny_config(corpus, tmp_path / "other", max_update=2, validate_every=1,
-                                           best_metric="accuracy")))
+    with pytest.raises(
+        DataError, match="train.best_metric: 'accuracy' is not a figure of this validation; figures: .*bleu.*loss"
+    ):
+        train(
+            config_from_dict(
+                tiny_config(corpus, tmp_path / "other", max_update=2, validate_every=1, best_metric="accuracy")
+            )
+        )
 
 
 def nan_on(model, calls: set[int]):
@@ -198,8 +230,7 @@ def test_non_finite_updates_are_logged_with_their_utterances_and_a_run_of_them_s
     assert all(i.startswith("train") for i in skipped["ids"])
     assert [r["update"] for r in records if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
 
-    config = tiny_config(corpus, tmp_path / "run2", max_update=20, validate_every=0, save_every=0,
-                         max_bad_updates=3)
+    config = tiny_config(corpus, tmp_path / "run2", max_update=20, validate_every=0, save_every=0, max_bad_updates=3)
     model = nan_on(build_model(config["model"], vocab), {2, 3, 4, 5})
     with pytest.raises(TrainingError, match=r"3 updates in a row were skipped .*\(train.max_bad_updates=3"):
         train(config_from_dict(config), model=model, vocab=vocab, vocab_files=[corpus / "spm.model"])

@@ -1,5 +1,6 @@
 """Progressive training in the loop: a tiny XSTNet (its wav2vec2 loaded from an HF directory) trained through
 an MT pre-training stage on in-domain + external MT and a multitask stage, on a tiny on-disk corpus."""
+
 from __future__ import annotations
 
 import os
@@ -15,21 +16,32 @@ import yaml
 from tiny_run import PAIRS, make_corpus
 from transformers import Wav2Vec2Model
 
+from speechxl import checkpoint as ckpt
 from speechxl.config import config_from_dict, load_config
 from speechxl.data.manifest import write_manifest
 from speechxl.errors import DataError
-from speechxl.modules.wav2vec2 import wav2vec2_config
-from speechxl import checkpoint as ckpt
 from speechxl.models import load_model
+from speechxl.modules.wav2vec2 import wav2vec2_config
 from speechxl.train.logs import read_log
 from speechxl.train.loop import train
 
 MT_UPDATES, MULTITASK_UPDATES = 3, 4
 STAGES = [
-    {"name": "mt_pretrain", "tasks": {"mt": 1.0, "ext_mt": 1.0}, "max_update": MT_UPDATES,
-     "trainable": {"freeze": ["acoustic"]}, "lr": 3e-3},
-    {"name": "multitask", "tasks": {"st": 1.0, "asr": 1.0, "mt": 1.0, "ext_mt": 0.25},
-     "max_update": MULTITASK_UPDATES, "reset_optimizer": True, "freeze_acoustic_updates": 2, "warmup_updates": 2},
+    {
+        "name": "mt_pretrain",
+        "tasks": {"mt": 1.0, "ext_mt": 1.0},
+        "max_update": MT_UPDATES,
+        "trainable": {"freeze": ["acoustic"]},
+        "lr": 3e-3,
+    },
+    {
+        "name": "multitask",
+        "tasks": {"st": 1.0, "asr": 1.0, "mt": 1.0, "ext_mt": 0.25},
+        "max_update": MULTITASK_UPDATES,
+        "reset_optimizer": True,
+        "freeze_acoustic_updates": 2,
+        "warmup_updates": 2,
+    },
 ]
 
 
@@ -45,8 +57,10 @@ def one_thread():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     root = make_corpus(tmp_path_factory.mktemp("stages_corpus"), n_train=8, n_dev=2)
-    rows = [dict(id=f"ext{i}", audio="", n_frames=0, tgt_text=de, speaker="", src_text=en, src_lang="en",
-                 tgt_lang="de") for i, (en, de) in enumerate(reversed(PAIRS))]
+    rows = [
+        dict(id=f"ext{i}", audio="", n_frames=0, tgt_text=de, speaker="", src_text=en, src_lang="en", tgt_lang="de")
+        for i, (en, de) in enumerate(reversed(PAIRS))
+    ]
     write_manifest(root / "ext_mt.tsv", rows)
     return root
 
@@ -56,22 +70,52 @@ def w2v_dir(tmp_path_factory) -> Path:
     """A pre-trained wav2vec2 as `speechxl convert fairseq-wav2vec2` writes it (an HF directory)."""
     directory = tmp_path_factory.mktemp("w2v") / "w2v"
     torch.manual_seed(5)
-    Wav2Vec2Model(wav2vec2_config("tiny", conv_dim=[32] * 7, hidden_size=64, num_hidden_layers=1,
-                                  num_attention_heads=2, intermediate_size=64)).save_pretrained(directory)
+    Wav2Vec2Model(
+        wav2vec2_config(
+            "tiny", conv_dim=[32] * 7, hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        )
+    ).save_pretrained(directory)
     return directory
 
 
 def stage_config(corpus: Path, run_dir: Path, w2v: Path, **train: object) -> dict:
     return {
         "run_dir": str(run_dir),
-        "model": {"arch": "xstnet", "size": "tiny", "w2v_path": str(w2v), "conv_channels": 32, "dim": 32,
-                  "encoder_layers": 1, "decoder_layers": 1, "encoder_heads": 2, "decoder_heads": 2,
-                  "encoder_ffn_dim": 32, "decoder_ffn_dim": 32},
-        "data": {"manifest_dir": str(corpus), "features": "wave", "tasks": ["st"], "ext_mt_split": "ext_mt",
-                 "max_wave_samples": 24000, "max_tokens": 60, "max_sentences": 4},
-        "train": {"seed": 2, "lr": 2e-3, "warmup_updates": 3, "device": "cpu", "log_every": 1,
-                  "validate_every": 0, "save_every": 1, "keep_last": 0, "valid_beam": 1,
-                  "valid_max_sentences": 2, **train},
+        "model": {
+            "arch": "xstnet",
+            "size": "tiny",
+            "w2v_path": str(w2v),
+            "conv_channels": 32,
+            "dim": 32,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "encoder_heads": 2,
+            "decoder_heads": 2,
+            "encoder_ffn_dim": 32,
+            "decoder_ffn_dim": 32,
+        },
+        "data": {
+            "manifest_dir": str(corpus),
+            "features": "wave",
+            "tasks": ["st"],
+            "ext_mt_split": "ext_mt",
+            "max_wave_samples": 24000,
+            "max_tokens": 60,
+            "max_sentences": 4,
+        },
+        "train": {
+            "seed": 2,
+            "lr": 2e-3,
+            "warmup_updates": 3,
+            "device": "cpu",
+            "log_every": 1,
+            "validate_every": 0,
+            "save_every": 1,
+            "keep_last": 0,
+            "valid_beam": 1,
+            "valid_max_sentences": 2,
+            **train,
+        },
         "stages": STAGES,
     }
 
@@ -169,14 +213,34 @@ def test_stage_errors_name_the_config(tmp_path, corpus, w2v_dir):
 def test_two_processes_run_both_stages(tmp_path, corpus, w2v_dir):
     """DDP (gloo, 2 processes): each stage re-wraps the model, since stage 1 trains fewer parameters."""
     conf = tmp_path / "conf.yaml"
-    conf.write_text(yaml.safe_dump(stage_config(corpus, tmp_path / "run", w2v_dir, find_unused_parameters=True)),
-                    encoding="utf-8")
+    conf.write_text(
+        yaml.safe_dump(stage_config(corpus, tmp_path / "run", w2v_dir, find_unused_parameters=True)), encoding="utf-8"
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                           "127.0.0.1", "--master_port", str(port), "-m", "speechxl.cli", "train", "--config", str(conf)],
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            "-m",
+            "speechxl.cli",
+            "train",
+            "--config",
+            str(conf),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     records = train_records(tmp_path / "run")
     assert [r["stage"] for r in records] == ["mt_pretrain"] * MT_UPDATES + ["multitask"] * MULTITASK_UPDATES

@@ -1,4 +1,5 @@
 """Transformer blocks: incremental decoding equals teacher forcing, padding invariance, fairseq positions."""
+
 import pytest
 import torch
 from transformers.models.speech_to_text.modeling_speech_to_text import Speech2TextSinusoidalPositionalEmbedding
@@ -77,8 +78,16 @@ def test_post_norm_has_no_final_norm_and_names_are_selectable():
     encoder, decoder = make_stacks(False)
     assert encoder.final_norm is None and decoder.final_norm is None
     names = {n for n, _ in make_stacks(True)[1].named_parameters()}
-    for part in ("self_attn.q_proj.weight", "self_attn.out_proj.bias", "self_attn_norm.weight", "cross_attn.k_proj.weight",
-                 "cross_attn_norm.bias", "ffn.fc1.weight", "ffn.fc2.bias", "ffn_norm.weight"):
+    for part in (
+        "self_attn.q_proj.weight",
+        "self_attn.out_proj.bias",
+        "self_attn_norm.weight",
+        "cross_attn.k_proj.weight",
+        "cross_attn_norm.bias",
+        "ffn.fc1.weight",
+        "ffn.fc2.bias",
+        "ffn_norm.weight",
+    ):
         assert f"layers.0.{part}" in names
     assert "final_norm.weight" in names and "embed_tokens.weight" in names
 
@@ -89,8 +98,7 @@ def test_positions_match_fairseq_sinusoids():
     tokens = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, PAD, PAD, PAD]])
     torch.testing.assert_close(ours(tokens.eq(PAD)), reference(tokens))
     assert ours(tokens.eq(PAD))[1, 3:].abs().sum() == 0
-    torch.testing.assert_close(ours(torch.zeros(1, 1, dtype=torch.bool), offset=4)[0, 0],
-                               reference(tokens[:1])[0, 4])
+    torch.testing.assert_close(ours(torch.zeros(1, 1, dtype=torch.bool), offset=4)[0, 0], reference(tokens[:1])[0, 4])
 
 
 def test_layerdrop_skips_layers_only_in_training():

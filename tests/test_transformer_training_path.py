@@ -1,11 +1,18 @@
 """The CPU training path of the Transformer (cheap dropout mask, eager attention, stacked projections, packed
 rows) computes the same function as the eval path, and its dropout has the requested rate and expectation."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from speechxl.modules.transformer import (Dropout, RowPacking, TransformerDecoder, TransformerEncoder,
-                                          _eager_attention, dropout_multiplier)
+from speechxl.modules.transformer import (
+    Dropout,
+    RowPacking,
+    TransformerDecoder,
+    TransformerEncoder,
+    _eager_attention,
+    dropout_multiplier,
+)
 
 DIM, HEADS, FFN, VOCAB, PAD = 32, 4, 64, 40, 1
 
@@ -47,11 +54,13 @@ def test_eager_attention_equals_sdpa_values_and_gradients(case):
     mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])[:, None, None, :] if case == "padding" else None
     causal = case == "causal"
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-    ours = _eager_attention(q * 8 ** -0.5, k, v, mask, causal, 0.0)
+    ours = _eager_attention(q * 8**-0.5, k, v, mask, causal, 0.0)
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
     g = torch.randn_like(ours)
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(torch.autograd.grad(ours, (q, k, v), g),
-                                                                 torch.autograd.grad(reference, (q, k, v), g)))
+    assert all(
+        torch.allclose(a, b, atol=1e-5)
+        for a, b in zip(torch.autograd.grad(ours, (q, k, v), g), torch.autograd.grad(reference, (q, k, v), g))
+    )
 
 
 def test_eager_attention_drops_probabilities_with_the_dropout_multiplier():

@@ -1,4 +1,5 @@
 """Offline translation from a checkpoint directory: manifest order, references, score JSON, audio files."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ from speechxl.config import config_from_dict
 from speechxl.data.dataset import SpeechTextDataset
 from speechxl.data.manifest import read_manifest
 from speechxl.inference.search import beam_search
-from speechxl import checkpoint as ckpt
 from speechxl.models import load_model
 from speechxl.train.loop import train
 
@@ -29,8 +29,23 @@ def trained(tmp_path_factory):
 def test_translate_manifest_writes_hypotheses_in_manifest_order_and_scores(tmp_path, trained, capsys):
     corpus, checkpoint = trained
     out = tmp_path / "decode"
-    main(["translate", "--checkpoint", str(checkpoint), "--manifest", str(corpus / "dev.tsv"), "--out", str(out),
-          "--beam", "3", "--max-len-b", "12", "--max-tokens", "60"])  # a small budget: several batches
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(checkpoint),
+            "--manifest",
+            str(corpus / "dev.tsv"),
+            "--out",
+            str(out),
+            "--beam",
+            "3",
+            "--max-len-b",
+            "12",
+            "--max-tokens",
+            "60",
+        ]
+    )  # a small budget: several batches
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = read_manifest(corpus / "dev.tsv")
     hyps = (out / "hyp.txt").read_text().splitlines()
@@ -85,13 +100,27 @@ def test_every_input_gets_its_line_and_failures_are_named(tmp_path, trained, cap
     lines = (out / "hyp.txt").read_text().split("\n")[:-1]
     assert len(lines) == len(inputs) and lines[1] == lines[2] == lines[4] == ""
     alone = tmp_path / "alone"
-    main(["translate", "--checkpoint", str(checkpoint), "--audio", wavs[0], wavs[1], "--out", str(alone),
-          "--max-len-b", "8"])
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(checkpoint),
+            "--audio",
+            wavs[0],
+            wavs[1],
+            "--out",
+            str(alone),
+            "--max-len-b",
+            "8",
+        ]
+    )
     assert [lines[0], lines[3]] == (alone / "hyp.txt").read_text().splitlines()
     failed = json.loads((out / "score.json").read_text())["failed"]
     assert [(f["input"], f["reason"].split(":")[0]) for f in failed] == [
-        (str(short), "audio shorter than one 25 ms window"), (str(tmp_path / "missing.wav"), "file not found"),
-        (str(broken), "cannot read audio")]
+        (str(short), "audio shorter than one 25 ms window"),
+        (str(tmp_path / "missing.wav"), "file not found"),
+        (str(broken), "cannot read audio"),
+    ]
     err = capsys.readouterr().err
     assert all(f"{f['input']}: not translated" in err for f in failed)
 
@@ -130,6 +159,17 @@ def test_a_model_with_two_outputs_gets_a_file_and_a_score_for_each(tmp_path, tra
 
 
 def translate_cli(checkpoint, manifest, out):
-    main(["translate", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out),
-          "--max-len-b", "8"])
+    main(
+        [
+            "translate",
+            "--checkpoint",
+            str(checkpoint),
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--max-len-b",
+            "8",
+        ]
+    )
     return json.loads((out / "score.json").read_text())

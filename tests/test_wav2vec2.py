@@ -1,4 +1,5 @@
 """Wav2Vec2Encoder: frame lengths, padding invariance, normalisation, freezing, feature_grad_mult."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,15 +12,28 @@ NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropo
 
 def tiny(large_style: bool = False, **options) -> Wav2Vec2Encoder:
     torch.manual_seed(0)
-    extra = {"feat_extract_norm": "layer", "conv_bias": True, "do_stable_layer_norm": True,
-             "do_normalize": True} if large_style else {}
+    extra = (
+        {"feat_extract_norm": "layer", "conv_bias": True, "do_stable_layer_norm": True, "do_normalize": True}
+        if large_style
+        else {}
+    )
     return Wav2Vec2Encoder(wav2vec2_config("tiny", **NO_DROPOUT, **extra), **options)
 
 
 def test_presets_follow_the_paper():
     base, large = wav2vec2_config("base"), wav2vec2_config("large")
-    assert (base.feat_extract_norm, base.conv_bias, base.do_stable_layer_norm, base.hidden_size) == ("group", False, False, 768)
-    assert (large.feat_extract_norm, large.conv_bias, large.do_stable_layer_norm, large.num_hidden_layers) == ("layer", True, True, 24)
+    assert (base.feat_extract_norm, base.conv_bias, base.do_stable_layer_norm, base.hidden_size) == (
+        "group",
+        False,
+        False,
+        768,
+    )
+    assert (large.feat_extract_norm, large.conv_bias, large.do_stable_layer_norm, large.num_hidden_layers) == (
+        "layer",
+        True,
+        True,
+        24,
+    )
     assert base.mask_time_prob == 0.0 and large.do_normalize and not base.do_normalize
 
 
@@ -83,8 +97,10 @@ def test_feature_grad_mult_scales_only_the_cnn_gradient():
     for mult in (1.0, 0.1):
         encoder = tiny(feature_grad_mult=mult).eval()
         encoder(wave)[0].pow(2).sum().backward()
-        grads[mult] = (encoder.model.feature_extractor.conv_layers[0].conv.weight.grad,
-                       encoder.model.encoder.layers[0].feed_forward.output_dense.weight.grad)
+        grads[mult] = (
+            encoder.model.feature_extractor.conv_layers[0].conv.weight.grad,
+            encoder.model.encoder.layers[0].feed_forward.output_dense.weight.grad,
+        )
     torch.testing.assert_close(grads[0.1][0], grads[1.0][0] * 0.1, atol=1e-7, rtol=1e-4)
     torch.testing.assert_close(grads[0.1][1], grads[1.0][1])
     encoder = tiny(feature_grad_mult=0.0)

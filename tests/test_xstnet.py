@@ -1,10 +1,12 @@
 """XSTNet on a tiny real corpus (wav files, manifests, SentencePiece) through the real dataset/collate."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import make_corpus
 from transformers import Wav2Vec2Model
 
 from speechxl.data.batching import FeatureConfig, load_datasets
@@ -14,7 +16,6 @@ from speechxl.inference.search import beam_search, greedy_search
 from speechxl.models import build_model
 from speechxl.models.xstnet import XSTNet, XSTNetConfig
 from speechxl.modules.wav2vec2 import wav2vec2_config
-from tiny_run import make_corpus
 
 TASKS = ("st", "asr", "mt", "triplet")
 
@@ -75,8 +76,9 @@ def test_forward_every_task_and_triplet_is_the_sum(datasets, vocab):
     assert triplet["sample_size"] == sum(outputs[t]["sample_size"] for t in ("st", "asr", "mt"))
     for task in ("st", "asr", "mt"):  # one triplet batch = the three single-task losses (eval: no dropout)
         assert triplet["logs"][f"{task}_loss"] == pytest.approx(outputs[task]["loss"].item(), rel=1e-5)
-    assert triplet["loss"].item() == pytest.approx(sum(outputs[t]["loss"].item() for t in ("st", "asr", "mt")),
-                                                   rel=1e-5)
+    assert triplet["loss"].item() == pytest.approx(
+        sum(outputs[t]["loss"].item() for t in ("st", "asr", "mt")), rel=1e-5
+    )
 
 
 def test_loss_falls_when_overfitting_a_triplet_batch(datasets, vocab):
@@ -200,8 +202,11 @@ def test_w2v_path_loads_the_saved_wav2vec2(tmp_path, vocab):
 
 def test_rest_of_the_model_starts_the_same_with_a_loaded_or_random_wav2vec2(tmp_path, vocab):
     """A pre-trained vs random wav2vec2 ablation changes wav2vec2 only: same seed, same other weights."""
-    config = {"arch": "xstnet", "size": "tiny", "w2v_overrides": dict(conv_dim=[32] * 7, hidden_size=32,
-                                                                      num_attention_heads=2, intermediate_size=64)}
+    config = {
+        "arch": "xstnet",
+        "size": "tiny",
+        "w2v_overrides": dict(conv_dim=[32] * 7, hidden_size=32, num_attention_heads=2, intermediate_size=64),
+    }
 
     def seeded(seed: int, **overrides) -> XSTNet:
         torch.manual_seed(seed)
@@ -209,13 +214,18 @@ def test_rest_of_the_model_starts_the_same_with_a_loaded_or_random_wav2vec2(tmp_
 
     seeded(6).acoustic.model.save_pretrained(tmp_path / "w2v")  # another seed: a different wav2vec2 to load
     random_w2v, loaded = seeded(5), seeded(5, w2v_path=str(tmp_path / "w2v"))
-    weights = lambda model: {k: v for k, v in model.state_dict().items() if not k.startswith("acoustic.")}
+
+    def weights(model):
+        return {k: v for k, v in model.state_dict().items() if not k.startswith("acoustic.")}
+
     reference = weights(random_w2v)
     assert reference.keys() == weights(loaded).keys()
     for key, value in weights(loaded).items():
         torch.testing.assert_close(value, reference[key], atol=0, rtol=0, msg=key)
-    assert not torch.equal(loaded.acoustic.model.feature_projection.projection.weight,
-                           random_w2v.acoustic.model.feature_projection.projection.weight)
+    assert not torch.equal(
+        loaded.acoustic.model.feature_projection.projection.weight,
+        random_w2v.acoustic.model.feature_projection.projection.weight,
+    )
 
 
 def test_acoustic_freeze_ends_after_its_updates(datasets, vocab):
@@ -241,8 +251,15 @@ def test_parameter_names_and_config_errors(vocab):
     assert model.embed_tokens is model.decoder.embed_tokens  # one embedding: encoder text input and output
     assert "decoder.embed_tokens.weight" in dict(model.named_parameters())
     base = XSTNetConfig.from_dict({})
-    assert (base.dim, base.encoder_layers, base.decoder_layers, base.encoder_heads, base.encoder_ffn_dim,
-            base.conv_channels, base.w2v_preset) == (512, 6, 6, 8, 2048, 1024, "base")
+    assert (
+        base.dim,
+        base.encoder_layers,
+        base.decoder_layers,
+        base.encoder_heads,
+        base.encoder_ffn_dim,
+        base.conv_channels,
+        base.w2v_preset,
+    ) == (512, 6, 6, 8, 2048, 1024, "base")
     with pytest.raises(DataError, match="unknown xstnet keys"):
         XSTNetConfig.from_dict({"size": "tiny", "dimension": 3})
     with pytest.raises(DataError, match="size"):

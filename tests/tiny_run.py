@@ -1,5 +1,6 @@
 """A tiny ST corpus on disk (real wav files, manifests, SentencePiece) and a tiny s2t config, for the
 trainer's tests: small enough that a handful of updates take a second on a CPU."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,9 +23,19 @@ PAIRS = [
     ("my sister likes the sun", "meine schwester mag die sonne"),
 ]
 
-TINY_MODEL = {"arch": "s2t", "size": "xs", "dim": 16, "encoder_layers": 1, "decoder_layers": 1,
-              "encoder_heads": 2, "decoder_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32,
-              "conv_channels": 16, "dropout": 0.1}
+TINY_MODEL = {
+    "arch": "s2t",
+    "size": "xs",
+    "dim": 16,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_heads": 2,
+    "decoder_heads": 2,
+    "encoder_ffn_dim": 32,
+    "decoder_ffn_dim": 32,
+    "conv_channels": 16,
+    "dropout": 0.1,
+}
 
 
 def _tone(words: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
@@ -47,8 +58,18 @@ def make_corpus(root: Path, n_train: int = 16, n_dev: int = 4) -> Path:
             en, de = PAIRS[(i * 3 + (split == "dev")) % len(PAIRS)]
             seconds = 0.2 + 0.05 * (i % 5)
             sf.write(root / "wav" / f"{split}{i}.wav", _tone(en, seconds, rng), 16000, subtype="FLOAT")
-            rows.append(dict(id=f"{split}{i}", audio=f"wav/{split}{i}.wav", n_frames=int(16000 * seconds),
-                             tgt_text=de, speaker="spk", src_text=en, src_lang="en", tgt_lang="de"))
+            rows.append(
+                dict(
+                    id=f"{split}{i}",
+                    audio=f"wav/{split}{i}.wav",
+                    n_frames=int(16000 * seconds),
+                    tgt_text=de,
+                    speaker="spk",
+                    src_text=en,
+                    src_lang="en",
+                    tgt_lang="de",
+                )
+            )
         write_manifest(root / f"{split}.tsv", rows)
     return root
 
@@ -59,9 +80,21 @@ def tiny_config(corpus: Path, run_dir: Path, **train: object) -> dict:
         "run_dir": str(run_dir),
         "model": dict(TINY_MODEL),
         "data": {"manifest_dir": str(corpus), "tasks": ["st"], "max_tokens": 200, "max_sentences": 4},
-        "train": {"seed": 3, "lr": 2e-3, "warmup_updates": 4, "max_update": 6, "device": "cpu",
-                  "log_every": 1, "validate_every": 3, "save_every": 3, "keep_last": 5, "keep_best": 1,
-                  "valid_beam": 2, "valid_max_sentences": 4, **train},
+        "train": {
+            "seed": 3,
+            "lr": 2e-3,
+            "warmup_updates": 4,
+            "max_update": 6,
+            "device": "cpu",
+            "log_every": 1,
+            "validate_every": 3,
+            "save_every": 3,
+            "keep_last": 5,
+            "keep_best": 1,
+            "valid_beam": 2,
+            "valid_max_sentences": 4,
+            **train,
+        },
     }
 
 

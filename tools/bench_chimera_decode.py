@@ -11,6 +11,7 @@ on the manifest's references), the memory size M and the mean number of encoder 
 attends to. Give checkpoints of the same sizes (the synth recipe's `chimera` and `xstnet` rows are) for a
 fair comparison.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,11 @@ import time
 
 import torch
 
-from speechxl.models import load_model
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
 from speechxl.inference.decode import DecodeOptions, decode_batch, score_output
+from speechxl.models import load_model
 from speechxl.tasks import get_task
 
 
@@ -73,8 +74,10 @@ def main() -> None:
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
     options = DecodeOptions(beam=a.beam, max_len_b=a.max_len_b)
-    systems = {name: load(path, a.manifest, a.max_tokens, a.max_sentences)
-               for name, path in (("chimera", a.chimera), ("xstnet", a.xstnet))}
+    systems = {
+        name: load(path, a.manifest, a.max_tokens, a.max_sentences)
+        for name, path in (("chimera", a.chimera), ("xstnet", a.xstnet))
+    }
     refs = [row["tgt_text"] for row in systems["chimera"][2]]
     seconds = {name: float("inf") for name in systems}
     hyps: dict[str, list[str]] = {}

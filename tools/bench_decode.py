@@ -5,6 +5,7 @@ Asserts identical outputs (fp32) and prints one JSON line.
   python tools/bench_decode.py --device cuda --dtype bf16
 In bf16 the two implementations round differently, so outputs are counted, not asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,8 @@ import time
 
 import torch
 import transformers
-
 from bench_train import EOS, PAD, models, padded_batch
+
 from speechxl.convert.hf_generation import hf_generate_kwargs, hf_sequences_to_tokens
 from speechxl.inference.search import beam_search
 from speechxl.models.s2t import SIZES
@@ -54,7 +55,9 @@ def main() -> None:
 
     def run_hf():
         with autocast, torch.inference_mode():
-            return hf_sequences_to_tokens(hf.generate(input_features=batch["audio"], attention_mask=mask, **kwargs), EOS)
+            return hf_sequences_to_tokens(
+                hf.generate(input_features=batch["audio"], attention_mask=mask, **kwargs), EOS
+            )
 
     ours_s = hf_s = 0.0
     for _ in range(a.repeats):
@@ -66,12 +69,28 @@ def main() -> None:
     if a.dtype == "fp32":
         assert same == len(ours_out), f"outputs differ for {len(ours_out) - same} of {len(ours_out)} utterances"
     n = a.utterances * a.repeats
-    print(json.dumps({
-        "bench": "beam_decode", "ours_utt_per_s": round(n / ours_s, 3), "hf_utt_per_s": round(n / hf_s, 3),
-        "ratio": round(hf_s / ours_s, 3), "identical_outputs": f"{same}/{len(ours_out)}", "device": a.device,
-        "dtype": a.dtype, "size": a.size, "beam": a.beam, "max_len": a.max_len,
-        "output_tokens": sum(len(t) for t in ours_out), "utterances": a.utterances, "repeats": a.repeats,
-        "torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads()}))
+    print(
+        json.dumps(
+            {
+                "bench": "beam_decode",
+                "ours_utt_per_s": round(n / ours_s, 3),
+                "hf_utt_per_s": round(n / hf_s, 3),
+                "ratio": round(hf_s / ours_s, 3),
+                "identical_outputs": f"{same}/{len(ours_out)}",
+                "device": a.device,
+                "dtype": a.dtype,
+                "size": a.size,
+                "beam": a.beam,
+                "max_len": a.max_len,
+                "output_tokens": sum(len(t) for t in ours_out),
+                "utterances": a.utterances,
+                "repeats": a.repeats,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ One step = forward + label-smoothed CE + backward + Adam. Prints one JSON line.
   python tools/bench_train.py --threads 1 --frames 1200 1200  # one thread (steadier on a shared CPU), no padding
   python tools/bench_train.py --device cuda --dtype bf16 --steps 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,10 +30,19 @@ def models(size: str, vocab: int, device: str, seed: int = 0):
     torch.manual_seed(seed)
     s = SIZES[size]
     hf_config = Speech2TextConfig(
-        vocab_size=vocab, d_model=s["dim"], encoder_layers=s["encoder_layers"], decoder_layers=s["decoder_layers"],
-        encoder_attention_heads=s["encoder_heads"], decoder_attention_heads=s["decoder_heads"],
-        encoder_ffn_dim=s["encoder_ffn_dim"], decoder_ffn_dim=s["decoder_ffn_dim"], dropout=s["dropout"],
-        attention_dropout=s["dropout"], activation_dropout=s["dropout"], max_source_positions=2000)
+        vocab_size=vocab,
+        d_model=s["dim"],
+        encoder_layers=s["encoder_layers"],
+        decoder_layers=s["decoder_layers"],
+        encoder_attention_heads=s["encoder_heads"],
+        decoder_attention_heads=s["decoder_heads"],
+        encoder_ffn_dim=s["encoder_ffn_dim"],
+        decoder_ffn_dim=s["decoder_ffn_dim"],
+        dropout=s["dropout"],
+        attention_dropout=s["dropout"],
+        activation_dropout=s["dropout"],
+        max_source_positions=2000,
+    )
     hf = Speech2TextForConditionalGeneration(hf_config)
     config = convert_config(hf_config.to_dict())
     config.pop("arch")
@@ -56,14 +66,22 @@ def padded_batch(n: int, frames: tuple[int, int], tokens: tuple[int, int], vocab
     prev = torch.full_like(target, PAD)
     prev[:, 0] = EOS
     prev[:, 1:] = target[:, :-1].masked_fill(target[:, :-1].eq(EOS), PAD)
-    batch = {"task": "st", "audio": audio, "audio_lengths": lengths, "target": target, "prev_target": prev,
-             "target_lengths": target_lengths, "ntokens": int(target_lengths.sum())}
+    batch = {
+        "task": "st",
+        "audio": audio,
+        "audio_lengths": lengths,
+        "target": target,
+        "prev_target": prev,
+        "target_lengths": target_lengths,
+        "ntokens": int(target_lengths.sum()),
+    }
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def timed_alternating(steps: dict, repeats: int, warmup: int, device: str) -> dict[str, float]:
     """Median seconds per step of each callable. Runs interleave and the order flips every round, so both
     see the same machine load (the CPU may be shared); the median ignores a step hit by a burst of load."""
+
     def sync():
         if device == "cuda":
             torch.cuda.synchronize()
@@ -92,8 +110,14 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per implementation")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation first")
-    parser.add_argument("--frames", type=int, nargs=2, default=(300, 1200), metavar=("MIN", "MAX"),
-                        help="utterance lengths in fbank frames, drawn uniformly (equal MIN and MAX: no padding)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        nargs=2,
+        default=(300, 1200),
+        metavar=("MIN", "MAX"),
+        help="utterance lengths in fbank frames, drawn uniformly (equal MIN and MAX: no padding)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for both (default: torch's)")
     a = parser.parse_args()
     if a.threads:
@@ -115,23 +139,41 @@ def main() -> None:
 
     def hf_step():
         with autocast:
-            logits = hf(input_features=batch["audio"], attention_mask=mask, decoder_input_ids=batch["prev_target"]).logits
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch["target"].flatten(), ignore_index=PAD,
-                               label_smoothing=0.1)
+            logits = hf(
+                input_features=batch["audio"], attention_mask=mask, decoder_input_ids=batch["prev_target"]
+            ).logits
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1), batch["target"].flatten(), ignore_index=PAD, label_smoothing=0.1
+        )
         loss.backward()
         hf_opt.step()
         hf_opt.zero_grad(set_to_none=True)
 
     seconds = timed_alternating({"ours": ours_step, "hf": hf_step}, a.steps, a.warmup, a.device)
     ours_rate, hf_rate = 1 / seconds["ours"], 1 / seconds["hf"]
-    print(json.dumps({
-        "bench": "train_step", "ours_steps_per_s": round(ours_rate, 4), "hf_steps_per_s": round(hf_rate, 4),
-        "statistic": "median",
-        "ratio": round(ours_rate / hf_rate, 3), "device": a.device, "dtype": a.dtype, "size": a.size,
-        "batch": a.batch, "frames": int(batch["audio_lengths"].sum()),
-        "padded_frames": batch["audio"].size(0) * batch["audio"].size(1), "target_tokens": batch["ntokens"],
-        "vocab": a.vocab, "steps": a.steps, "torch": torch.__version__, "transformers": transformers.__version__,
-        "threads": torch.get_num_threads()}))
+    print(
+        json.dumps(
+            {
+                "bench": "train_step",
+                "ours_steps_per_s": round(ours_rate, 4),
+                "hf_steps_per_s": round(hf_rate, 4),
+                "statistic": "median",
+                "ratio": round(ours_rate / hf_rate, 3),
+                "device": a.device,
+                "dtype": a.dtype,
+                "size": a.size,
+                "batch": a.batch,
+                "frames": int(batch["audio_lengths"].sum()),
+                "padded_frames": batch["audio"].size(0) * batch["audio"].size(1),
+                "target_tokens": batch["ntokens"],
+                "vocab": a.vocab,
+                "steps": a.steps,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -165,12 +165,12 @@ def make(directory: str) -> None:
 
 def compare(directory: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from speechxl.models import load_model
     from speechxl.convert.fairseq_s2t import convert_fairseq_s2t
     from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
     from speechxl.data.fairseq_config import read_dictionary, read_fairseq_config
     from speechxl.data.vocab import Vocab
     from speechxl.inference.search import beam_search
+    from speechxl.models import load_model
 
     directory = Path(directory)
     fs = directory / "fs"

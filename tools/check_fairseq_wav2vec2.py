@@ -3,7 +3,8 @@
 Needs a THROW-AWAY venv with fairseq (never the project venv; not imported by the tests):
 
     python3 -m venv /tmp/fsenv && /tmp/fsenv/bin/pip install torch==2.13.0 setuptools wheel cython numpy
-    /tmp/fsenv/bin/pip install --no-build-isolation fairseq-fixed==0.12.3.1 && /tmp/fsenv/bin/pip uninstall -y torchaudio
+    /tmp/fsenv/bin/pip install --no-build-isolation fairseq-fixed==0.12.3.1 &&
+    /tmp/fsenv/bin/pip uninstall -y torchaudio
 
 Step 1 (fairseq venv): build tiny base-like and large-like fairseq Wav2Vec2Models, save real fairseq
 checkpoints (as its trainer does: {"args": None, "cfg": ..., "model": ...}) and their features_only,
@@ -12,6 +13,7 @@ mask=False outputs on a fixed wave:
 Step 2 (project venv): convert each checkpoint and print one JSON line per variant with the max abs difference:
     python tools/check_fairseq_wav2vec2.py compare DIR
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +27,18 @@ VARIANTS = {
     "base": {"extractor_mode": "default", "layer_norm_first": False, "conv_bias": False, "normalize": False},
     "large": {"extractor_mode": "layer_norm", "layer_norm_first": True, "conv_bias": True, "normalize": True},
 }
-TINY = {"conv_feature_layers": "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2", "encoder_layers": 2,
-        "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64, "encoder_attention_heads": 2, "conv_pos": 16,
-        "conv_pos_groups": 4, "final_dim": 16, "latent_vars": 8, "latent_groups": 2}
+TINY = {
+    "conv_feature_layers": "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2",
+    "encoder_layers": 2,
+    "encoder_embed_dim": 32,
+    "encoder_ffn_embed_dim": 64,
+    "encoder_attention_heads": 2,
+    "conv_pos": 16,
+    "conv_pos_groups": 4,
+    "final_dim": 16,
+    "latent_vars": 8,
+    "latent_groups": 2,
+}
 
 
 def wave() -> torch.Tensor:
@@ -57,11 +68,14 @@ def make(directory: str) -> None:
         np.save(os.path.join(directory, f"{name}.npy"), out.numpy())
         task = {"_name": "audio_pretraining", "normalize": variant["normalize"]}
         full = {"model": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "task": task}
-        torch_persistent_save({"args": None, "cfg": full, "model": model.state_dict()},
-                              os.path.join(directory, f"{name}.pt"))
+        torch_persistent_save(
+            {"args": None, "cfg": full, "model": model.state_dict()}, os.path.join(directory, f"{name}.pt")
+        )
         # older fairseq releases pickled a DictConfig object (a structured one with enums cannot be pickled)
-        torch_persistent_save({"args": None, "cfg": OmegaConf.create(full),
-                               "model": model.state_dict()}, os.path.join(directory, f"{name}_dictconfig.pt"))
+        torch_persistent_save(
+            {"args": None, "cfg": OmegaConf.create(full), "model": model.state_dict()},
+            os.path.join(directory, f"{name}_dictconfig.pt"),
+        )
 
 
 def compare(directory: str) -> None:
@@ -82,8 +96,16 @@ def compare(directory: str) -> None:
             with torch.no_grad():
                 states, _ = encoder(wave())  # normalises itself when the checkpoint says so
             diff = float(np.abs(states.numpy() - reference).max())
-            print(json.dumps({"variant": name + suffix, "max_abs_diff": diff, "normalize": encoder.normalize,
-                              "frames": states.shape[1]}))
+            print(
+                json.dumps(
+                    {
+                        "variant": name + suffix,
+                        "max_abs_diff": diff,
+                        "normalize": encoder.normalize,
+                        "frames": states.shape[1],
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

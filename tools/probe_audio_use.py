@@ -8,6 +8,7 @@ Prints ONE JSON line: `nll_own` and `nll_other` (nats per target token, language
 smoothing) and `gain` = nll_other - nll_own. A gain near 0 means the decoder writes from its language
 model and ignores the audio: a BLEU above 0 then measures fluent target text, not translation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,13 @@ def main() -> None:
 
     model, vocab, config = load_model(args.checkpoint)
     data = config.get("data", {})
-    dataset = SpeechTextDataset(read_manifest(args.manifest), "st", vocab, manifest=args.manifest,
-                                features=FeatureConfig(features=data.get("features", "fbank")))
+    dataset = SpeechTextDataset(
+        read_manifest(args.manifest),
+        "st",
+        vocab,
+        manifest=args.manifest,
+        features=FeatureConfig(features=data.get("features", "fbank")),
+    )
     sums = {"own": 0.0, "other": 0.0}
     tokens = 0
     for indices in length_batches(dataset.sizes, args.max_tokens):
@@ -57,8 +63,13 @@ def main() -> None:
         sums["own"] += own
         sums["other"] += other
         tokens += ntokens
-    result = {"checkpoint": args.checkpoint, "manifest": args.manifest, "tokens": tokens,
-              "nll_own": round(sums["own"] / tokens, 4), "nll_other": round(sums["other"] / tokens, 4)}
+    result = {
+        "checkpoint": args.checkpoint,
+        "manifest": args.manifest,
+        "tokens": tokens,
+        "nll_own": round(sums["own"] / tokens, 4),
+        "nll_other": round(sums["other"] / tokens, 4),
+    }
     result["gain"] = round(result["nll_other"] - result["nll_own"], 4)
     print(json.dumps(result))
 

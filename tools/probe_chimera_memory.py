@@ -14,6 +14,7 @@ Prints ONE JSON line (means over the manifest's length-sorted batches, eval mode
   of the same utterance and of the other utterances of the batch; `centred_*`: the same after removing each
   slot's batch mean (per modality), i.e. of the part of the memory that depends on the utterance.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from speechxl.models import load_model
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
 from speechxl.losses import batch_contrastive_loss, slot_contrastive_loss
+from speechxl.models import load_model
 
 
 @torch.no_grad()
@@ -40,10 +41,22 @@ def main() -> None:
     model, vocab, _ = load_model(args.checkpoint)
     model.eval()
     tau = model.config.contrastive_temperature
-    dataset = SpeechTextDataset(read_manifest(args.manifest), "triplet", vocab, manifest=args.manifest,
-                                features=FeatureConfig(features="wave"))
-    sums = {key: 0.0 for key in ("slot_own", "slot_shuffled", "batch_own", "batch_chance", "cos_same_utt",
-                                 "cos_other_utt", "centred_same_utt", "centred_other_utt")}
+    dataset = SpeechTextDataset(
+        read_manifest(args.manifest), "triplet", vocab, manifest=args.manifest, features=FeatureConfig(features="wave")
+    )
+    sums = {
+        key: 0.0
+        for key in (
+            "slot_own",
+            "slot_shuffled",
+            "batch_own",
+            "batch_chance",
+            "cos_same_utt",
+            "cos_other_utt",
+            "centred_same_utt",
+            "centred_other_utt",
+        )
+    }
     n = 0
     for indices in length_batches(dataset.sizes, args.max_tokens):
         if len(indices) < 2:

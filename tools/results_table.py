@@ -8,6 +8,7 @@ Per run it reads `train_log.jsonl` and `config.yaml` (the trainer's), `train_sec
 `<decode>/score.json` (`speechxl translate`) and `audio_use.json` (tools/probe_audio_use.py); a missing file
 leaves its cell "–".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,15 @@ def row(run: Path, label: str, decode: str) -> tuple[str, dict]:
     dev = [r["bleu"] for r in log if r["type"] == "valid" and "bleu" in r]
     score = _json(run / decode / "score.json")
     gain = _json(run / "audio_use.json").get("gain")
-    cells = [label, updates_cell(run, log), f"{seconds // 60} min {seconds % 60:02d} s" if seconds else "–",
-             f"{dev[-1]:.1f}" if dev else "–", f"{score['bleu']:.2f}" if "bleu" in score else "–",
-             f"{score['chrf']:.1f}" if "chrf" in score else "–", f"{gain:.3f}" if gain is not None else "–"]
+    cells = [
+        label,
+        updates_cell(run, log),
+        f"{seconds // 60} min {seconds % 60:02d} s" if seconds else "–",
+        f"{dev[-1]:.1f}" if dev else "–",
+        f"{score['bleu']:.2f}" if "bleu" in score else "–",
+        f"{score['chrf']:.1f}" if "chrf" in score else "–",
+        f"{gain:.3f}" if gain is not None else "–",
+    ]
     return "| " + " | ".join(cells) + " |", score
 
 
@@ -49,16 +56,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--exp", required=True, help="directory holding the run directories")
     parser.add_argument("--runs", nargs="+", required=True, help="run directory names under --exp, in table order")
-    parser.add_argument("--label", nargs="*", default=[], metavar="RUN=LABEL",
-                        help="row label of a run; ' | ' in it makes several columns (see --label-header)")
+    parser.add_argument(
+        "--label",
+        nargs="*",
+        default=[],
+        metavar="RUN=LABEL",
+        help="row label of a run; ' | ' in it makes several columns (see --label-header)",
+    )
     parser.add_argument("--label-header", default="run", help="header of the label column(s), e.g. 'variant | init'")
     parser.add_argument("--decode", default="decode_tst-COMMON", help="decode directory inside each run")
     parser.add_argument("--test-name", default="tst-COMMON", help="the test set's name in the header")
     parser.add_argument("--out", default=None, help="also write the table here")
     args = parser.parse_args()
     labels = dict(item.split("=", 1) for item in args.label)
-    header = [args.label_header, "updates", "train time", "dev BLEU", f"{args.test_name} BLEU", "chrF",
-              "audio use (nats/token)"]
+    header = [
+        args.label_header,
+        "updates",
+        "train time",
+        "dev BLEU",
+        f"{args.test_name} BLEU",
+        "chrF",
+        "audio use (nats/token)",
+    ]
     header = " | ".join(header)
     lines = [f"| {header} |", "|" + "---|" * (header.count("|") + 1)]
     signature = None
@@ -69,7 +88,8 @@ def main() -> None:
     table = "\n".join(lines) + (
         f"\n\nsacreBLEU {signature or '(no score yet)'}. Audio use: dev NLL per target token with another "
         "utterance's audio minus with its own (0: the decoder ignores the audio and writes from its language "
-        "model).\n")
+        "model).\n"
+    )
     if args.out:
         Path(args.out).write_text(table, encoding="utf-8")
     print(table)

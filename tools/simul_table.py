@@ -8,6 +8,7 @@
 SimulEval reads wav paths, not `talk.wav:offset:frames` slices: each utterance is written to OUT/wav first.
 Needs `pip install '.[streaming]'`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,18 +44,47 @@ def prepare(manifest: Path, out: Path, limit: int | None) -> tuple[Path, Path, i
 
 def run_policy(args, name: str, extra: str, source: Path, target: Path) -> dict:
     out = args.out / name
-    cmd = [sys.executable, "-m", "simuleval.cli", "--agent-class", "speechxl.inference.simuleval_agent.SpeechXLAgent",
-           "--checkpoint", str(args.checkpoint), "--policy", name.split("_")[0], *shlex.split(extra),
-           "--source", str(source), "--target", str(target), "--source-segment-size", str(args.segment_ms),
-           "--output", str(out), "--computation-aware", "--quality-metrics", "BLEU"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simuleval.cli",
+        "--agent-class",
+        "speechxl.inference.simuleval_agent.SpeechXLAgent",
+        "--checkpoint",
+        str(args.checkpoint),
+        "--policy",
+        name.split("_")[0],
+        *shlex.split(extra),
+        "--source",
+        str(source),
+        "--target",
+        str(target),
+        "--source-segment-size",
+        str(args.segment_ms),
+        "--output",
+        str(out),
+        "--computation-aware",
+        "--quality-metrics",
+        "BLEU",
+    ]
     start = time.time()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    subprocess.run(
+        cmd,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+    )
     with open(out / "scores.tsv", encoding="utf-8") as f:
         simuleval = next(csv.DictReader(f, delimiter="\t"))
     scores = non_ca_scores(out)
-    return {"policy": name, "options": extra, "BLEU": round(float(simuleval["BLEU"]), 2),
-            **{k: round(v, 1) for k, v in scores.items() if k != "n_scored"}, "seconds": round(time.time() - start)}
+    return {
+        "policy": name,
+        "options": extra,
+        "BLEU": round(float(simuleval["BLEU"]), 2),
+        **{k: round(v, 1) for k, v in scores.items() if k != "n_scored"},
+        "seconds": round(time.time() - start),
+    }
 
 
 def main() -> None:
@@ -64,8 +94,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--limit", type=int, default=None, help="first N utterances")
     p.add_argument("--segment-ms", type=int, default=280, help="SimulEval --source-segment-size")
-    p.add_argument("--policies", nargs="+", default=["waitk:--waitk 3", "la:--la-n 2", "alignatt:--frames 2"],
-                   help="name:options; the name's part before _ is the policy (waitk_5:--waitk 5)")
+    p.add_argument(
+        "--policies",
+        nargs="+",
+        default=["waitk:--waitk 3", "la:--la-n 2", "alignatt:--frames 2"],
+        help="name:options; the name's part before _ is the policy (waitk_5:--waitk 5)",
+    )
     p.add_argument("--offline-beam", type=int, default=5)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -74,15 +108,15 @@ def main() -> None:
     from speechxl.inference.translate import DecodeOptions, translate
 
     sub = args.out / "offline.tsv"  # the same utterances for offline decoding, audio paths made absolute
-    subset = read_manifest(args.manifest)[:args.limit]
+    subset = read_manifest(args.manifest)[: args.limit]
     for row in subset:
         path, sep, rest = row["audio"].partition(":")
         row["audio"] = str((args.manifest.parent / path).resolve()) + sep + rest
     write_manifest(sub, subset)
-    offline = translate(args.checkpoint, out=args.out / "offline", manifest=sub,
-                        options=DecodeOptions(beam=args.offline_beam))
-    greedy = translate(args.checkpoint, out=args.out / "offline_greedy", manifest=sub,
-                       options=DecodeOptions(beam=1))
+    offline = translate(
+        args.checkpoint, out=args.out / "offline", manifest=sub, options=DecodeOptions(beam=args.offline_beam)
+    )
+    greedy = translate(args.checkpoint, out=args.out / "offline_greedy", manifest=sub, options=DecodeOptions(beam=1))
     rows.append({"policy": f"offline beam {args.offline_beam}", "BLEU": offline["bleu"]})
     rows.append({"policy": "offline greedy", "BLEU": greedy["bleu"]})
     for spec in args.policies:

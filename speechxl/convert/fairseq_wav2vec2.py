@@ -7,6 +7,7 @@ beside the model as `ctc_head.safetensors` (weight, bias); the letter dictionary
 checkpoint. Pre-training heads (quantizer, project_q, final_proj) are dropped. Any other key is an error:
 nothing is dropped silently.
 """
+
 from __future__ import annotations
 
 import ast
@@ -48,8 +49,14 @@ _KEY_MAP = [
 _KEY_MAP = [(re.compile(pattern), target) for pattern, target in _KEY_MAP]
 # Pre-training-only heads that a Wav2Vec2Model has no place for.
 _DROPPED = re.compile(r"(quantizer|project_q|project_inp|final_proj|target_glu)\..*")
-_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_accurate": "gelu_new", "gelu_fast": "gelu_new",
-                "tanh": "tanh", "linear": "linear"}
+_ACTIVATIONS = {
+    "gelu": "gelu",
+    "relu": "relu",
+    "gelu_accurate": "gelu_new",
+    "gelu_fast": "gelu_new",
+    "tanh": "tanh",
+    "linear": "linear",
+}
 
 
 def convert_fairseq_wav2vec2(src: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
@@ -62,9 +69,9 @@ def convert_fairseq_wav2vec2(src: str | os.PathLike, out: str | os.PathLike) -> 
     model_cfg, normalize = _pretraining_config(ckpt, finetuned, src)
     config = hf_config(model_cfg, normalize)
 
-    ctc_head = {k[len(CTC_HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(CTC_HEAD_PREFIX)}
+    ctc_head = {k[len(CTC_HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(CTC_HEAD_PREFIX)}
     if finetuned:
-        state = {k[len(FINETUNED_PREFIX):]: v for k, v in state.items() if k.startswith(FINETUNED_PREFIX)}
+        state = {k[len(FINETUNED_PREFIX) :]: v for k, v in state.items() if k.startswith(FINETUNED_PREFIX)}
     model = Wav2Vec2Model(config)
     model.load_state_dict(_hf_state(state, model, src), strict=True)
 
@@ -82,7 +89,9 @@ def convert_fairseq_wav2vec2(src: str | os.PathLike, out: str | os.PathLike) -> 
         shutil.rmtree(staging, ignore_errors=True)
     return {
         "style": "large (layer norm, pre-norm)" if config.do_stable_layer_norm else "base (group norm, post-norm)",
-        "finetuned_ctc": finetuned, "normalize": normalize, "files": files,
+        "finetuned_ctc": finetuned,
+        "normalize": normalize,
+        "files": files,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 

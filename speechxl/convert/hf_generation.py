@@ -11,6 +11,7 @@ Mapping (speechxl -> HF):
   a LogitsProcessor applying speechxl's own logit processors.
 Only a max length that is the same for every utterance (max_len_a = 0) has an HF equivalent.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,20 +31,39 @@ class SearchConstraints(LogitsProcessor):
         batch = self.prefix.size(0) if self.prefix is not None else 1
         max_len = torch.full((batch,), self.max_len, device=scores.device)
         prefix = self.prefix.to(scores.device) if self.prefix is not None else None
-        processors = builtin_processors(eos=self.eos, pad=self.pad, min_len=self.min_len, prefix=prefix,
-                                        max_len=max_len)
+        processors = builtin_processors(
+            eos=self.eos, pad=self.pad, min_len=self.min_len, prefix=prefix, max_len=max_len
+        )
         return apply_processors(processors, scores.clone(), input_ids.size(1) - 1, input_ids, self.eos)
 
 
-def hf_generate_kwargs(*, eos: int, pad: int, beam: int, lenpen: float = 1.0, max_len: int = 200,
-                       prefix: torch.Tensor | None = None, nbest: int = 1, min_len: int = 1) -> dict[str, Any]:
+def hf_generate_kwargs(
+    *,
+    eos: int,
+    pad: int,
+    beam: int,
+    lenpen: float = 1.0,
+    max_len: int = 200,
+    prefix: torch.Tensor | None = None,
+    nbest: int = 1,
+    min_len: int = 1,
+) -> dict[str, Any]:
     max_len = max(max_len, min_len, prefix.size(1) if prefix is not None else 0)
     beam_settings = dict(length_penalty=lenpen, early_stopping=True) if beam > 1 else {}
     return dict(
-        num_beams=beam, num_return_sequences=nbest, **beam_settings, max_length=max_len + 2, min_length=0, no_repeat_ngram_size=0, do_sample=False,
-        decoder_start_token_id=eos, eos_token_id=eos, pad_token_id=pad,
+        num_beams=beam,
+        num_return_sequences=nbest,
+        **beam_settings,
+        max_length=max_len + 2,
+        min_length=0,
+        no_repeat_ngram_size=0,
+        do_sample=False,
+        decoder_start_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=pad,
         logits_processor=LogitsProcessorList(
-            [SearchConstraints(eos=eos, pad=pad, min_len=min_len, max_len=max_len, prefix=prefix)]),
+            [SearchConstraints(eos=eos, pad=pad, min_len=min_len, max_len=max_len, prefix=prefix)]
+        ),
     )
 
 

@@ -7,6 +7,7 @@ without (fairseq's bilingual MuST-C models) makes one that forces none (`data.pr
 HF Speech2Text is fairseq's s2t_transformer (pre-norm, tied embeddings), so the import is exact, including
 fairseq's conv subsampler that sees padding (`mask_conv_padding: false`).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,17 +21,30 @@ import torch
 from speechxl.errors import CheckpointError
 
 _LAYER_PARTS = {
-    "self_attn": "self_attn", "encoder_attn": "cross_attn", "self_attn_layer_norm": "self_attn_norm",
-    "encoder_attn_layer_norm": "cross_attn_norm", "final_layer_norm": "ffn_norm", "fc1": "ffn.fc1", "fc2": "ffn.fc2",
+    "self_attn": "self_attn",
+    "encoder_attn": "cross_attn",
+    "self_attn_layer_norm": "self_attn_norm",
+    "encoder_attn_layer_norm": "cross_attn_norm",
+    "final_layer_norm": "ffn_norm",
+    "fc1": "ffn.fc1",
+    "fc2": "ffn.fc2",
 }
 _RULES: list[tuple[re.Pattern, Any]] = [
     (re.compile(r"^model\.encoder\.conv\.conv_layers\.(\d+)\.(weight|bias)$"), r"subsampler.convs.\1.\2"),
-    (re.compile(r"^model\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)"
-                r"\.(weight|bias)$"),
-     lambda m: f"{m[1]}.layers.{m[2]}.{_LAYER_PARTS[m[3]]}.{m[4]}.{m[5]}"),
-    (re.compile(r"^model\.(encoder|decoder)\.layers\.(\d+)\.(self_attn_layer_norm|encoder_attn_layer_norm|"
-                r"final_layer_norm|fc1|fc2)\.(weight|bias)$"),
-     lambda m: f"{m[1]}.layers.{m[2]}.{_LAYER_PARTS[m[3]]}.{m[4]}"),
+    (
+        re.compile(
+            r"^model\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)"
+            r"\.(weight|bias)$"
+        ),
+        lambda m: f"{m[1]}.layers.{m[2]}.{_LAYER_PARTS[m[3]]}.{m[4]}.{m[5]}",
+    ),
+    (
+        re.compile(
+            r"^model\.(encoder|decoder)\.layers\.(\d+)\.(self_attn_layer_norm|encoder_attn_layer_norm|"
+            r"final_layer_norm|fc1|fc2)\.(weight|bias)$"
+        ),
+        lambda m: f"{m[1]}.layers.{m[2]}.{_LAYER_PARTS[m[3]]}.{m[4]}",
+    ),
     (re.compile(r"^model\.(encoder|decoder)\.layer_norm\.(weight|bias)$"), r"\1.final_norm.\2"),
     (re.compile(r"^model\.decoder\.embed_tokens\.weight$"), "decoder.embed_tokens.weight"),
 ]
@@ -127,13 +141,15 @@ def convert_hf_speech2text(src: str | Path, out: str | Path) -> Path:
     src = Path(src)
     hf_config = json.loads(_require(src, "config.json").read_text(encoding="utf-8"))
     if hf_config.get("model_type") != "speech_to_text":
-        raise CheckpointError(f"{src / 'config.json'}: model_type is {hf_config.get('model_type')!r}, "
-                              "expected 'speech_to_text'")
+        raise CheckpointError(
+            f"{src / 'config.json'}: model_type is {hf_config.get('model_type')!r}, expected 'speech_to_text'"
+        )
     vocab_path = _require(src, "vocab.json")
     pieces = pieces_from_vocab_json(json.loads(vocab_path.read_text(encoding="utf-8")), vocab_path)
     if len(pieces) != hf_config["vocab_size"]:
-        raise CheckpointError(f"{vocab_path}: {len(pieces)} pieces but config.json says vocab_size "
-                              f"{hf_config['vocab_size']}")
+        raise CheckpointError(
+            f"{vocab_path}: {len(pieces)} pieces but config.json says vocab_size {hf_config['vocab_size']}"
+        )
     state = convert_state_dict(_read_hf_weights(src))
     model_config = convert_config(hf_config)
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,5 +157,10 @@ def convert_hf_speech2text(src: str | Path, out: str | Path) -> Path:
         spm_copy.write_bytes(_require(src, "sentencepiece.bpe.model").read_bytes())
         pieces_copy.write_text(json.dumps(pieces, ensure_ascii=False), encoding="utf-8")
         data = {"features": "fbank", "prepend_lang_tag": has_language_tags(pieces)}
-        return write_checkpoint(out, model_state=state, config={"model": model_config, "data": data},
-                                vocab_files=[spm_copy, pieces_copy], metrics={"converted_from": str(src)})
+        return write_checkpoint(
+            out,
+            model_state=state,
+            config={"model": model_config, "data": data},
+            vocab_files=[spm_copy, pieces_copy],
+            metrics={"converted_from": str(src)},
+        )

@@ -6,6 +6,7 @@ file names, so this module is a drop-in `pickle_module` for `torch.load` whose `
 tensor rebuilding and a few containers; config objects come back as plain dicts through inert
 stand-in classes, and any other global raises `CheckpointError` before it is looked up.
 """
+
 from __future__ import annotations
 
 import collections
@@ -93,8 +94,14 @@ class _Ignored(_StandIn):
 _OMEGACONF_CONTAINERS = {"DictConfig": _DictConfig, "ListConfig": _ListConfig}
 # Type references that omegaconf's metadata pickles; they are never called with data we keep.
 _TYPE_REFERENCES = {
-    ("typing", "Any"), ("builtins", "dict"), ("builtins", "list"), ("builtins", "object"),
-    ("builtins", "str"), ("builtins", "int"), ("builtins", "float"), ("builtins", "bool"),
+    ("typing", "Any"),
+    ("builtins", "dict"),
+    ("builtins", "list"),
+    ("builtins", "object"),
+    ("builtins", "str"),
+    ("builtins", "int"),
+    ("builtins", "float"),
+    ("builtins", "bool"),
     ("builtins", "tuple"),
 }
 

@@ -3,6 +3,7 @@
 
 Everything here works on numpy arrays so it runs inside DataLoader workers without torch threads.
 """
+
 from __future__ import annotations
 
 import math
@@ -179,8 +180,15 @@ class SpecAugment:
 
     @classmethod
     def from_fields(cls, text: str) -> SpecAugment:
-        kinds = {"freq_mask_F": int, "freq_mask_N": int, "time_mask_T": int, "time_mask_N": int,
-                 "time_mask_p": float, "time_warp_W": int, "mask_value": float}
+        kinds = {
+            "freq_mask_F": int,
+            "freq_mask_N": int,
+            "time_mask_T": int,
+            "time_mask_N": int,
+            "time_mask_p": float,
+            "time_warp_W": int,
+            "mask_value": float,
+        }
         values: dict[str, int | float] = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, _, value = item.partition("=")

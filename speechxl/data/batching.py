@@ -6,6 +6,7 @@ batches of `epoch` already handed to the caller; the state moves *as* a batch is
 checkpoint written after training on a batch resumes at the next one. Finishing an epoch moves the
 state to `{epoch + 1, consumed 0}` by itself. Epochs are numbered from 1, as in fairseq.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,17 @@ from speechxl.data.dataset import (  # re-exported: the batch side of the data p
 )
 
 __all__ = [
-    "BatchLoader", "DynamicBatchSampler", "Example", "FeatureConfig", "MultitaskSampler", "SpeechTextDataset",
-    "build_loader", "collate", "length_batches", "load_datasets", "padding_efficiency",
+    "BatchLoader",
+    "DynamicBatchSampler",
+    "Example",
+    "FeatureConfig",
+    "MultitaskSampler",
+    "SpeechTextDataset",
+    "build_loader",
+    "collate",
+    "length_batches",
+    "load_datasets",
+    "padding_efficiency",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,8 +114,12 @@ class DynamicBatchSampler:
         self.batches = length_batches(self.sizes, max_tokens, max_sentences)
         self.skipped_oversize = int((self.sizes > max_tokens).sum()) if max_tokens else 0
         if self.skipped_oversize:
-            log.warning("skipped %d example(s) longer than max_tokens=%d on their own (longest: %d)",
-                        self.skipped_oversize, max_tokens, int(self.sizes.max()))
+            log.warning(
+                "skipped %d example(s) longer than max_tokens=%d on their own (longest: %d)",
+                self.skipped_oversize,
+                max_tokens,
+                int(self.sizes.max()),
+            )
         if not self.batches:
             raise ValueError(f"no batches: {len(self.sizes)} example(s), none fits max_tokens={max_tokens}")
         self.epoch, self.consumed = 1, 0
@@ -157,8 +171,10 @@ class DynamicBatchSampler:
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
         if self.consumed >= len(self.epoch_batches(self.epoch)):
-            raise ValueError(f"sampler state {dict(state)} is past the end of the epoch "
-                             f"({len(self.epoch_batches(self.epoch))} batches on this rank)")
+            raise ValueError(
+                f"sampler state {dict(state)} is past the end of the epoch "
+                f"({len(self.epoch_batches(self.epoch))} batches on this rank)"
+            )
 
 
 class MultitaskSampler:
@@ -222,8 +238,11 @@ class MultitaskSampler:
             yield task, batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "consumed": self.consumed,
-                "tasks": {t: s.state_dict() for t, s in self.samplers.items()}}
+        return {
+            "epoch": self.epoch,
+            "consumed": self.consumed,
+            "tasks": {t: s.state_dict() for t, s in self.samplers.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
@@ -344,5 +363,6 @@ def build_loader(
 ) -> BatchLoader:
     """DataLoader factory: `num_workers` processes load and collate; `pin_memory` defaults to CUDA being
     available; persistent workers are off by default (on CPU they hold memory and cores between epochs)."""
-    return BatchLoader(datasets, sampler, num_workers=num_workers, pin_memory=pin_memory,
-                       persistent_workers=persistent_workers)
+    return BatchLoader(
+        datasets, sampler, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers
+    )

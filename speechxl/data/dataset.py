@@ -4,6 +4,7 @@ into the batch dict of docs/internals.md.
 Token sequences are built once at construction (SentencePiece is fast and the ids are small), audio is
 loaded lazily per item, so a Dataset pickles cheaply into DataLoader workers.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,6 +32,7 @@ from speechxl.errors import DataError
 from speechxl.tasks import AUDIO, LANG_COLUMN, TEXT_COLUMN, TRANSCRIPT, get_task
 
 log = logging.getLogger(__name__)
+
 
 class TokenVocab(Protocol):
     """What examples need from `speechxl.data.vocab.Vocab`."""
@@ -76,10 +78,14 @@ class FeatureConfig:
         stats = data.get("global_cmvn_stats", "") if cmvn == "global" else ""
         if cmvn == "global" and not stats:
             raise DataError("data.global_cmvn_stats", "data.cmvn is global but no stats .npz is given")
-        return cls(features=data.get("features", "fbank"), cmvn=cmvn.startswith("utterance"),
-                   fairseq_cmvn=cmvn == "utterance_fairseq",
-                   specaugment=(data.get("specaugment") or None) if train else None,
-                   cache=bool(data.get("cache_features", False)), global_cmvn=stats)
+        return cls(
+            features=data.get("features", "fbank"),
+            cmvn=cmvn.startswith("utterance"),
+            fairseq_cmvn=cmvn == "utterance_fairseq",
+            specaugment=(data.get("specaugment") or None) if train else None,
+            cache=bool(data.get("cache_features", False)),
+            global_cmvn=stats,
+        )
 
     def __post_init__(self) -> None:
         if self.features not in ("wave", "fbank"):
@@ -135,7 +141,8 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.specaugment = (
             SpecAugment.from_policy(features.specaugment)
-            if train and features.specaugment and features.features == "fbank" else None
+            if train and features.specaugment and features.features == "fbank"
+            else None
         )
         spec = self.spec
         if decoding:
@@ -203,8 +210,12 @@ class SpeechTextDataset(torch.utils.data.Dataset):
         if not holds_features(row["audio"], self.base_dir, manifest=self.manifest, line=line):
             return False
         if self.features.features == "wave":
-            raise DataError(self.manifest, f"audio {row['audio']} holds stored fbank features, but this model "
-                            "reads raw waves (data.features: wave); give it audio (e.g. fairseq's flac.zip)", line)
+            raise DataError(
+                self.manifest,
+                f"audio {row['audio']} holds stored fbank features, but this model "
+                "reads raw waves (data.features: wave); give it audio (e.g. fairseq's flac.zip)",
+                line,
+            )
         return True
 
     def _skip_reason(self, row: Mapping[str, str], stored: bool = False) -> str | None:
@@ -224,9 +235,13 @@ class SpeechTextDataset(torch.utils.data.Dataset):
     def _tag(self, vocab: TokenVocab, row: Mapping[str, str], lang_key: str, line: int) -> int:
         lang = row.get(lang_key, "") or self.langs.get(lang_key, "")
         if not lang:
-            raise DataError(self.manifest, f"no {lang_key}: the manifest has no {lang_key} column value and none "
-                            f"was given (data.{lang_key} or --{lang_key.replace('_', '-')}); or set "
-                            "data.prepend_lang_tag false for a model without language tags", line)
+            raise DataError(
+                self.manifest,
+                f"no {lang_key}: the manifest has no {lang_key} column value and none "
+                f"was given (data.{lang_key} or --{lang_key.replace('_', '-')}); or set "
+                "data.prepend_lang_tag false for a model without language tags",
+                line,
+            )
         if not vocab.has_tag(lang):
             raise DataError(self.manifest, f"{lang_key} {lang!r} has no language tag in the vocabulary", line)
         return vocab.tag(lang)
@@ -331,8 +346,17 @@ def collate(examples: Sequence[Example], task: str, pad: int, eos: int) -> dict[
     `prefix` (B, 1) is the forced decoder prefix (the language tag) or None when the data has no tags.
     `ntokens` counts every non-pad token of the task's decoder target, tag and </s> included."""
     batch: dict[str, Any] = {"ids": [e.id for e in examples], "task": task}
-    for key in ("audio", "audio_lengths", "audio_padding_mask", "transcript", "prev_transcript",
-                "transcript_lengths", "target", "prev_target", "target_lengths"):
+    for key in (
+        "audio",
+        "audio_lengths",
+        "audio_padding_mask",
+        "transcript",
+        "prev_transcript",
+        "transcript_lengths",
+        "target",
+        "prev_target",
+        "target_lengths",
+    ):
         batch[key] = None
     if examples[0].audio is not None:
         batch["audio"], lengths = _right_pad([e.audio for e in examples], 0.0)

@@ -3,6 +3,7 @@
 fairseq reads manifests with `csv.QUOTE_NONE` and a tab delimiter, so nothing is ever quoted or escaped:
 a tab or line break inside a field cannot be represented and is rejected with the row it came from.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -106,8 +107,12 @@ def write_manifest(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]
             value = "" if row.get(column) is None else str(row[column])
             for char, name in _FORBIDDEN.items():
                 if char in value:
-                    raise DataError(path, f"row id {row.get('id')!r}: column {column} contains {name}, "
-                                    "which a fairseq TSV cannot hold; clean the source text", line)
+                    raise DataError(
+                        path,
+                        f"row id {row.get('id')!r}: column {column} contains {name}, "
+                        "which a fairseq TSV cannot hold; clean the source text",
+                        line,
+                    )
             fields.append(value)
         lines.append("\t".join(fields))
     with atomic_output(path) as tmp:

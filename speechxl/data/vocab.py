@@ -3,6 +3,7 @@
 Trained with fairseq's dictionary order (`<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3), then the tags
 `<audio> <asr> <ast>` and one `<xx>` per language as user-defined symbols, so each tag is one piece.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,7 @@ def tag_piece(name: str) -> str:
     return f"<{name}>"
 
 
-def train_vocab(texts: Iterable[str], out_prefix: str | os.PathLike, vocab_size: int,
-                langs: Sequence[str]) -> "Vocab":
+def train_vocab(texts: Iterable[str], out_prefix: str | os.PathLike, vocab_size: int, langs: Sequence[str]) -> "Vocab":
     """Train a unigram model on `texts`; writes `<out_prefix>.model` and `.vocab` atomically.
 
     A size larger than the text supports falls back to the largest size it does support
@@ -41,9 +41,16 @@ def train_vocab(texts: Iterable[str], out_prefix: str | os.PathLike, vocab_size:
     with tempfile.TemporaryDirectory(dir=out_prefix.parent, prefix=".spm.") as tmp:
         tmp_prefix = Path(tmp) / "spm"
         options = dict(
-            model_prefix=str(tmp_prefix), vocab_size=vocab_size, model_type="unigram",
-            character_coverage=1.0, bos_id=0, pad_id=1, eos_id=2, unk_id=3,
-            user_defined_symbols=symbols, minloglevel=2,
+            model_prefix=str(tmp_prefix),
+            vocab_size=vocab_size,
+            model_type="unigram",
+            character_coverage=1.0,
+            bos_id=0,
+            pad_id=1,
+            eos_id=2,
+            unk_id=3,
+            user_defined_symbols=symbols,
+            minloglevel=2,
         )
         try:
             spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), **options)
@@ -52,8 +59,10 @@ def train_vocab(texts: Iterable[str], out_prefix: str | os.PathLike, vocab_size:
                 log.warning("vocab size %d is too large for this text; using the largest it supports", vocab_size)
                 spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), hard_vocab_limit=False, **options)
             elif "smaller than required_chars" in str(err):
-                raise ValueError(f"vocab size {vocab_size} cannot hold every character of the training text "
-                                 f"plus the special pieces and tags ({err}); use a larger vocab size") from err
+                raise ValueError(
+                    f"vocab size {vocab_size} cannot hold every character of the training text "
+                    f"plus the special pieces and tags ({err}); use a larger vocab size"
+                ) from err
             else:
                 raise
         for suffix in (".vocab", ".model"):  # .model last: its presence means the pair is complete

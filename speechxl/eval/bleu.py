@@ -3,6 +3,7 @@
 MuST-C and CoVoST 2 numbers are case-sensitive, detokenized sacreBLEU with the 13a tokenizer; we report the
 signature beside every score so a number can always be traced to how it was computed.
 """
+
 from __future__ import annotations
 
 import json

@@ -12,6 +12,7 @@ recipes' `leaderboard.jsonl` rows. The BLEU type of ours is read from the sacreB
 When several of ours were scored against the same references, sacreBLEU's paired bootstrap resampling gives a
 p-value for each pair.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,13 +32,26 @@ import yaml
 from speechxl.errors import DataError
 from speechxl.eval.plots import OURS_COLOUR, Problem, check_png, read_jsonl, require_matplotlib, warn
 
-CORPUS_NAMES = {"mustc": "MuST-C", "covost2": "CoVoST 2", "librispeech-aug": "Augmented LibriSpeech",
-                "synthst": "SynthST", "iwslt-simul": "IWSLT simultaneous"}
+CORPUS_NAMES = {
+    "mustc": "MuST-C",
+    "covost2": "CoVoST 2",
+    "librispeech-aug": "Augmented LibriSpeech",
+    "synthst": "SynthST",
+    "iwslt-simul": "IWSLT simultaneous",
+}
 CORPUS_ORDER = list(CORPUS_NAMES)
 # Spellings of corpus names (letters and digits only, lower-cased) -> our name.
-_CORPUS_ALIASES = {"mustc": "mustc", "covost2": "covost2", "covost": "covost2", "librispeech": "librispeech-aug",
-                   "librispeechaug": "librispeech-aug", "augmentedlibrispeech": "librispeech-aug",
-                   "librispeechaugmented": "librispeech-aug", "synthst": "synthst", "synth": "synthst"}
+_CORPUS_ALIASES = {
+    "mustc": "mustc",
+    "covost2": "covost2",
+    "covost": "covost2",
+    "librispeech": "librispeech-aug",
+    "librispeechaug": "librispeech-aug",
+    "augmentedlibrispeech": "librispeech-aug",
+    "librispeechaugmented": "librispeech-aug",
+    "synthst": "synthst",
+    "synth": "synthst",
+}
 # Corpora with a single release: their version is never what makes two results incomparable.
 SINGLE_VERSION = {"covost2", "librispeech-aug"}
 NO_VERSION = "-"
@@ -47,6 +61,7 @@ UNKNOWN = "?"
 
 
 # ----------------------------------------------------------------------------------------------- records
+
 
 @dataclass
 class Result:
@@ -68,8 +83,13 @@ class Result:
     details: dict[str, Any] = field(default_factory=dict)  # chrf, checkpoint, beam, lenpen when recorded
 
     def unknown_fields(self) -> list[str]:
-        fields = {"corpus": self.corpus, "corpus version": self.corpus_version, "split": self.split,
-                  "direction": self.direction, "BLEU type": self.bleu_type}
+        fields = {
+            "corpus": self.corpus,
+            "corpus version": self.corpus_version,
+            "split": self.split,
+            "direction": self.direction,
+            "BLEU type": self.bleu_type,
+        }
         return [name for name, value in fields.items() if value is None]
 
     def key(self) -> TableKey:
@@ -98,11 +118,19 @@ class TableKey(NamedTuple):
 
     def order(self) -> tuple:
         corpus_rank = CORPUS_ORDER.index(self.corpus) if self.corpus in CORPUS_ORDER else len(CORPUS_ORDER)
-        return (bool(self.reason), corpus_rank, self.corpus or "~", self.corpus_version or "~", self.split or "~",
-                self.bleu_type or "~", self.reason)
+        return (
+            bool(self.reason),
+            corpus_rank,
+            self.corpus or "~",
+            self.corpus_version or "~",
+            self.split or "~",
+            self.bleu_type or "~",
+            self.reason,
+        )
 
 
 # ----------------------------------------------------------------------------------------------- normalising
+
 
 def _compact(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
@@ -143,7 +171,7 @@ def normalise_split(split: Any) -> str | None:
 
 
 def normalise_direction(direction: Any) -> str | None:
-    """"En-De", "en_de", "en->de" -> "en-de"; None when absent or not a language pair."""
+    """ "En-De", "en_de", "en->de" -> "en-de"; None when absent or not a language pair."""
     if direction is None:
         return None
     parts = [p for p in re.split(r"[-_>→\s]+", str(direction).strip().lower()) if p]
@@ -184,17 +212,24 @@ def bleu_type(signature: str | None) -> str | None:
 
 # ----------------------------------------------------------------------------------------------- published
 
+
 def published_path() -> Path:
     return Path(str(resources.files("speechxl.eval").joinpath("published.yaml")))
 
 
 def _published_result(entry: dict[str, Any], path: Path, index: int) -> Result:
     try:
-        return Result(system=str(entry["system"]), direction=normalise_direction(entry["direction"]),
-                      bleu=float(entry["bleu"]), corpus=entry["corpus"],
-                      corpus_version=normalise_version(entry["corpus"], entry["corpus_version"]),
-                      split=normalise_split(entry["split"]), bleu_type=entry["bleu_type"], source=str(entry["source"]),
-                      note=entry.get("note"))
+        return Result(
+            system=str(entry["system"]),
+            direction=normalise_direction(entry["direction"]),
+            bleu=float(entry["bleu"]),
+            corpus=entry["corpus"],
+            corpus_version=normalise_version(entry["corpus"], entry["corpus_version"]),
+            split=normalise_split(entry["split"]),
+            bleu_type=entry["bleu_type"],
+            source=str(entry["source"]),
+            note=entry.get("note"),
+        )
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(path, f"results[{index}]: bad or missing field {err}") from err
 
@@ -214,6 +249,7 @@ def load_simultaneous(path: str | Path | None = None) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------------- ours
 
+
 def _existing(value: Any, base: Path) -> str | None:
     """A recorded hyp/ref path: as written (relative to where the command ran), else relative to the file that
     records it, else a file of that name beside it (a run directory moved since)."""
@@ -232,8 +268,15 @@ def _run_name(score_file: Path) -> str:
     return folder.parent.name if folder.name.startswith("decode") else folder.name
 
 
-def our_result(data: dict[str, Any], where: str, base: Path, default_system: str,
-               on_problem: Problem, path: Path, line: int | None = None) -> Result | None:
+def our_result(
+    data: dict[str, Any],
+    where: str,
+    base: Path,
+    default_system: str,
+    on_problem: Problem,
+    path: Path,
+    line: int | None = None,
+) -> Result | None:
     """One of our results from a score.json object or a leaderboard.jsonl row; None (reported) without BLEU."""
     bleu = data.get("bleu")
     if isinstance(bleu, bool) or not isinstance(bleu, (int, float)) or not math.isfinite(bleu):
@@ -245,11 +288,15 @@ def our_result(data: dict[str, Any], where: str, base: Path, default_system: str
     result = Result(
         system=str(data.get("system") or default_system),
         direction=normalise_direction(data.get("direction") or data.get("pair") or data.get("lang_pair")),
-        bleu=float(bleu), corpus=corpus,
+        bleu=float(bleu),
+        corpus=corpus,
         corpus_version=normalise_version(corpus, data.get("corpus_version") or version),
         split=normalise_split(data.get("split") or split),
-        bleu_type=data.get("bleu_type") or bleu_type(signature), source=where, ours=True,
-        signature=signature, hyp_file=_existing(data.get("hyp_file") or data.get("hyp"), base),
+        bleu_type=data.get("bleu_type") or bleu_type(signature),
+        source=where,
+        ours=True,
+        signature=signature,
+        hyp_file=_existing(data.get("hyp_file") or data.get("hyp"), base),
         ref_file=_existing(data.get("ref_file") or data.get("ref"), base),
         details={k: data[k] for k in ("chrf", "checkpoint", "beam", "lenpen", "n") if k in data},
     )
@@ -258,13 +305,26 @@ def our_result(data: dict[str, Any], where: str, base: Path, default_system: str
 
 
 def _report_missing(result: Result, data: dict[str, Any], path: Path, line: int | None, on_problem: Problem) -> None:
-    missing = [name for name, value in (("corpus", result.corpus), ("corpus_version", result.corpus_version),
-                                        ("split", result.split), ("direction", result.direction)) if value is None]
+    missing = [
+        name
+        for name, value in (
+            ("corpus", result.corpus),
+            ("corpus_version", result.corpus_version),
+            ("split", result.split),
+            ("direction", result.direction),
+        )
+        if value is None
+    ]
     if result.bleu_type is None:
         missing.append("signature" if not data.get("signature") else "BLEU signature (`signature` is not one)")
     if missing:
-        on_problem(DataError(path, f"no {', '.join(missing)} (written by an older speechxl?): listed in a "
-                                   "'not comparable' table", line))
+        on_problem(
+            DataError(
+                path,
+                f"no {', '.join(missing)} (written by an older speechxl?): listed in a 'not comparable' table",
+                line,
+            )
+        )
 
 
 def load_score_json(path: Path, on_problem: Problem = warn) -> list[Result]:
@@ -326,6 +386,7 @@ def load_results(paths: list[str | Path], on_problem: Problem = warn) -> list[Re
 
 # ----------------------------------------------------------------------------------------------- tables
 
+
 @dataclass
 class Row:
     system: str
@@ -359,8 +420,10 @@ def _label_ours(results: list[Result]) -> dict[int, str]:
     cells: dict[tuple, int] = {}
     for r in results:
         cells[(r.key(), r.system, r.direction)] = cells.get((r.key(), r.system, r.direction), 0) + 1
-    return {id(r): (f"{r.system} [{r.source}]" if cells[(r.key(), r.system, r.direction)] > 1 else r.system)
-            for r in results}
+    return {
+        id(r): (f"{r.system} [{r.source}]" if cells[(r.key(), r.system, r.direction)] > 1 else r.system)
+        for r in results
+    }
 
 
 def _rows(results: list[Result], labels: dict[int, str]) -> list[Row]:
@@ -397,8 +460,10 @@ def _rank(rows: list[Row], directions: list[str]) -> list[Row]:
     complete = sorted((r for r in rows if r.mean is not None), key=lambda r: (-r.mean, r.ours, r.system))
     for row in complete:
         row.rank = 1 + sum(other.mean > row.mean for other in complete)
-    partial = sorted((r for r in rows if r.mean is None),
-                     key=lambda r: (-len(r.scores), -sum(r.scores.values()) / len(r.scores), r.system))
+    partial = sorted(
+        (r for r in rows if r.mean is None),
+        key=lambda r: (-len(r.scores), -sum(r.scores.values()) / len(r.scores), r.system),
+    )
     return complete + partial
 
 
@@ -418,6 +483,7 @@ def build_tables(results: list[Result]) -> list[Table]:
 
 
 # ----------------------------------------------------------------------------------------------- significance
+
 
 @dataclass
 class PairResult:
@@ -443,8 +509,15 @@ def _read(path: str) -> list[str]:
     return Path(path).read_text(encoding="utf-8").splitlines()
 
 
-def paired_bootstrap(hyps_a: list[str], hyps_b: list[str], refs: list[str], *, tokenize: str = "13a",
-                     lowercase: bool = False, samples: int = 1000) -> float:
+def paired_bootstrap(
+    hyps_a: list[str],
+    hyps_b: list[str],
+    refs: list[str],
+    *,
+    tokenize: str = "13a",
+    lowercase: bool = False,
+    samples: int = 1000,
+) -> float:
     """p-value of sacreBLEU's paired bootstrap resampling test (sacrebleu.significance.PairedTest, test_type
     "bs", seeded by SACREBLEU_SEED, default 12345) for system B against baseline A.
 
@@ -472,8 +545,12 @@ def significance(results: list[Result], samples: int = 1000, on_problem: Problem
             continue
         hyps, refs = _read(r.hyp_file), _read(r.ref_file)
         if len(hyps) != len(refs):
-            on_problem(DataError(r.hyp_file, f"{len(hyps)} lines but {r.ref_file} has {len(refs)}; "
-                                             "left out of the significance tests"))
+            on_problem(
+                DataError(
+                    r.hyp_file,
+                    f"{len(hyps)} lines but {r.ref_file} has {len(refs)}; left out of the significance tests",
+                )
+            )
             continue
         digest = hashlib.sha256("\n".join(refs).encode("utf-8")).hexdigest()
         groups.setdefault((digest, _bleu_settings(r)), []).append((r, hyps))
@@ -481,11 +558,21 @@ def significance(results: list[Result], samples: int = 1000, on_problem: Problem
     for (_, (tokenize, lowercase)), members in groups.items():
         refs = _read(members[0][0].ref_file)
         for i, (a, hyps_a) in enumerate(members):
-            for b, hyps_b in members[i + 1:]:
+            for b, hyps_b in members[i + 1 :]:
                 p = paired_bootstrap(hyps_a, hyps_b, refs, tokenize=tokenize, lowercase=lowercase, samples=samples)
                 note = "identical hypotheses" if hyps_a == hyps_b else ""
-                pairs.append(PairResult(_pair_name(a, labels), _pair_name(b, labels), a.bleu, b.bleu, p,
-                                        members[0][0].ref_file, samples, note))
+                pairs.append(
+                    PairResult(
+                        _pair_name(a, labels),
+                        _pair_name(b, labels),
+                        a.bleu,
+                        b.bleu,
+                        p,
+                        members[0][0].ref_file,
+                        samples,
+                        note,
+                    )
+                )
     return pairs
 
 
@@ -496,6 +583,7 @@ def _pair_name(result: Result, labels: dict[int, str]) -> str:
 
 # ----------------------------------------------------------------------------------------------- the board
 
+
 @dataclass
 class Leaderboard:
     tables: list[Table]
@@ -503,8 +591,9 @@ class Leaderboard:
     results: list[Result]
 
 
-def build_leaderboard(paths: list[str | Path], *, published: bool = True, bootstrap: int = 1000,
-                      on_problem: Problem = warn) -> Leaderboard:
+def build_leaderboard(
+    paths: list[str | Path], *, published: bool = True, bootstrap: int = 1000, on_problem: Problem = warn
+) -> Leaderboard:
     """Everything `speechxl leaderboard` shows: the tables and, with `bootstrap` > 0, the paired tests."""
     ours = load_results(paths, on_problem)
     results = (load_published() if published else []) + ours
@@ -513,6 +602,7 @@ def build_leaderboard(paths: list[str | Path], *, published: bool = True, bootst
 
 
 # ----------------------------------------------------------------------------------------------- output
+
 
 def _fmt(value: float | None) -> str:
     """BLEU as published: 22.7, 21.77, 28.0 (two decimals at most, at least one)."""
@@ -532,10 +622,16 @@ def _md_table(table: Table) -> str:
     lines = [f"### {table.title}", ""]
     if multi:
         n = len(table.mean_directions)
-        over = (f"all {n} directions" if n == len(table.directions)
-                else f"{', '.join(table.mean_directions)} ({n} of {len(table.directions)} directions)")
-        lines += [f"Ranked by the mean over {over}; rows without all of them follow, unranked. "
-                  "Ours in bold, with its rank among the systems that have that direction.", ""]
+        over = (
+            f"all {n} directions"
+            if n == len(table.directions)
+            else f"{', '.join(table.mean_directions)} ({n} of {len(table.directions)} directions)"
+        )
+        lines += [
+            f"Ranked by the mean over {over}; rows without all of them follow, unranked. "
+            "Ours in bold, with its rank among the systems that have that direction.",
+            "",
+        ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.rows:
         cells = [str(row.rank or "")]
@@ -555,12 +651,18 @@ def _md_table(table: Table) -> str:
 
 
 def _md_pairs(pairs: list[PairResult]) -> str:
-    lines = [f"### Paired bootstrap resampling (sacreBLEU, {pairs[0].samples} resamples)", "",
-             "| system A | BLEU A | system B | BLEU B | p | references |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"### Paired bootstrap resampling (sacreBLEU, {pairs[0].samples} resamples)",
+        "",
+        "| system A | BLEU A | system B | BLEU B | p | references |",
+        "|---|---|---|---|---|---|",
+    ]
     for p in pairs:
         value = f"{p.p_value:.4f}" + (f" ({p.note})" if p.note else "")
-        lines.append(f"| {_md_cell(p.a)} | {_fmt(p.bleu_a)} | {_md_cell(p.b)} | {_fmt(p.bleu_b)} | {value} | "
-                     f"{_md_cell(p.references)} |")
+        lines.append(
+            f"| {_md_cell(p.a)} | {_fmt(p.bleu_a)} | {_md_cell(p.b)} | {_fmt(p.bleu_b)} | {value} | "
+            f"{_md_cell(p.references)} |"
+        )
     return "\n".join(lines)
 
 
@@ -576,21 +678,41 @@ def to_csv(board: Leaderboard) -> str:
     The paired tests are not in it (see md or json)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["table", "comparable", "rank", "system", "ours", "direction", "bleu", "direction_rank",
-                     "mean", "source"])
+    writer.writerow(
+        ["table", "comparable", "rank", "system", "ours", "direction", "bleu", "direction_rank", "mean", "source"]
+    )
     for table in board.tables:
         for row in table.rows:
             for d in table.directions:
                 if d in row.scores:
-                    writer.writerow([table.title, table.comparable, row.rank or "", row.system, row.ours, d,
-                                     row.scores[d], row.direction_ranks[d], "" if row.mean is None else
-                                     round(row.mean, 2), "; ".join(row.sources)])
+                    writer.writerow(
+                        [
+                            table.title,
+                            table.comparable,
+                            row.rank or "",
+                            row.system,
+                            row.ours,
+                            d,
+                            row.scores[d],
+                            row.direction_ranks[d],
+                            "" if row.mean is None else round(row.mean, 2),
+                            "; ".join(row.sources),
+                        ]
+                    )
     return out.getvalue()
 
 
 def to_json(board: Leaderboard) -> str:
-    tables = [{"title": t.title, "comparable": t.comparable, "key": t.key._asdict(), "directions": t.directions,
-               "rows": [asdict(r) for r in t.rows]} for t in board.tables]
+    tables = [
+        {
+            "title": t.title,
+            "comparable": t.comparable,
+            "key": t.key._asdict(),
+            "directions": t.directions,
+            "rows": [asdict(r) for r in t.rows],
+        }
+        for t in board.tables
+    ]
     return json.dumps({"tables": tables, "pairs": [asdict(p) for p in board.pairs]}, indent=2) + "\n"
 
 
@@ -602,6 +724,7 @@ def render(board: Leaderboard, fmt: str = "md") -> str:
 
 
 # ----------------------------------------------------------------------------------------------- picture
+
 
 def _panels(board: Leaderboard) -> list[tuple[Table, str]]:
     """(table, direction) of every bar chart: where one of ours is, or everything when none of ours is."""
@@ -624,7 +747,7 @@ def plot_leaderboard(board: Leaderboard, out_png: str | Path) -> Path:
     grid = fig.subplots(rows, cols, squeeze=False)
     for ax, (table, direction) in zip(grid.flat, panels):
         _bars(ax, table, direction)
-    for ax in list(grid.flat)[len(panels):]:
+    for ax in list(grid.flat)[len(panels) :]:
         ax.set_visible(False)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)

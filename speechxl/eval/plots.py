@@ -4,6 +4,7 @@ matplotlib is an optional extra (`pip install 'speechxl[plots]'`); it is importe
 for, and its absence is one clear line, not a traceback. Figures are drawn without pyplot (no GUI backend, no
 global state), so plotting works on a headless machine and from tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,6 +53,7 @@ def check_png(path: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- reading logs
+
 
 @dataclass
 class RunCurves:
@@ -113,6 +115,7 @@ def read_run(run: str | Path, on_problem: Problem = warn) -> RunCurves | None:
 
 # ----------------------------------------------------------------------------------------------- what to plot
 
+
 def time_key(records: list[dict[str, Any]]) -> str | None:
     """The first TIME_KEYS entry every record of the run carries, if any."""
     for key in TIME_KEYS:
@@ -172,6 +175,7 @@ def time_axis(runs: list[RunCurves]) -> Axis | None:
 
 # ----------------------------------------------------------------------------------------------- drawing
 
+
 def _series(run: RunCurves, records: list[dict[str, Any]], key: str, axis: Axis) -> tuple[list, list]:
     points = [(axis.value(run, r), r[key]) for r in records if isinstance(r.get(key), (int, float))]
     points = [(x, y) for x, y in points if x is not None and math.isfinite(y)]
@@ -189,13 +193,26 @@ def _draw_panel(ax, runs: list[RunCurves], axis: Axis, panel: str, colours: dict
         colour = colours[run.name]
         if panel == "loss":
             _plot(ax, _series(run, run.train, "loss", axis), color=colour, label=f"{run.name} train")
-            _plot(ax, _series(run, run.valid, "loss", axis), color=colour, linestyle="--", marker="o", markersize=3,
-                  label=f"{run.name} valid")
+            _plot(
+                ax,
+                _series(run, run.valid, "loss", axis),
+                color=colour,
+                linestyle="--",
+                marker="o",
+                markersize=3,
+                label=f"{run.name} valid",
+            )
         elif panel == "metric":
             metric = metric_of(run.valid)
             if metric is not None:
-                _plot(ax, _series(run, run.valid, metric, axis), color=colour, marker="o", markersize=3,
-                      label=f"{run.name} {metric}")
+                _plot(
+                    ax,
+                    _series(run, run.valid, metric, axis),
+                    color=colour,
+                    marker="o",
+                    markersize=3,
+                    label=f"{run.name} {metric}",
+                )
         else:
             _plot(ax, _series(run, run.train, "lr", axis), color=colour, label=run.name)
         _draw_stages(ax, run, axis, colour)
@@ -209,8 +226,16 @@ def _draw_stages(ax, run: RunCurves, axis: Axis, colour: str) -> None:
         if x is None:
             continue
         ax.axvline(x, color=colour, linestyle=":", linewidth=1)
-        ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
-                    fontsize=7, color=colour)
+        ax.annotate(
+            name,
+            (x, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=7,
+            color=colour,
+        )
 
 
 PANELS = (("loss", "loss (train solid, valid dashed)"), ("metric", "validation metric"), ("lr", "learning rate"))

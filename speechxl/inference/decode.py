@@ -5,6 +5,7 @@ processors, and comes back as the model's output texts, by output name (`transla
 a model may return several (COSTT: transcript and translation), each scored with the metrics of
 `speechxl.tasks.OUTPUTS` by `score_outputs`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,15 @@ class DecodeOptions:
 def decode_batch(model, batch: dict[str, Any], vocab, task: Task, options: DecodeOptions) -> list[dict[str, str]]:
     """Per utterance of `batch`, its output texts {output name: text} from the best hypothesis."""
     with torch.no_grad():
-        results = beam_search(model, batch, beam=options.beam, lenpen=options.lenpen, max_len_a=options.max_len_a,
-                              max_len_b=options.max_len_b, prefix=model.decode_prefix(batch))
+        results = beam_search(
+            model,
+            batch,
+            beam=options.beam,
+            lenpen=options.lenpen,
+            max_len_a=options.max_len_a,
+            max_len_b=options.max_len_b,
+            prefix=model.decode_prefix(batch),
+        )
     return [model.output_texts(nbest[0].tokens, vocab, task) for nbest in results]
 
 

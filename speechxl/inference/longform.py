@@ -11,6 +11,7 @@ more than `max_seconds` of audio.
 Memory stays bounded for an hour of audio: the VAD reads the file in blocks and keeps only speech/non-speech
 flags (one byte per 30 ms), and each segment is read from the file as a slice when it is translated.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,8 @@ def _frames_of_file(path: str | Path, frame: int, block_seconds: float = 60.0):
         wave = np.concatenate([rest, wave])
         n = len(wave) // frame
         for i in range(n):
-            yield wave[i * frame:(i + 1) * frame]
-        rest = wave[n * frame:]
+            yield wave[i * frame : (i + 1) * frame]
+        rest = wave[n * frame :]
 
 
 def speech_flags(frames, options: VadOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -120,13 +121,14 @@ def vad_segments(source: str | Path | np.ndarray, options: VadOptions | None = N
     options = options or VadOptions()
     frame = SAMPLE_RATE * options.frame_ms // 1000
     if isinstance(source, np.ndarray):
-        frames = (source[i:i + frame] for i in range(0, len(source) - frame + 1, frame))
+        frames = (source[i : i + frame] for i in range(0, len(source) - frame + 1, frame))
     else:
         frames = _frames_of_file(source, frame)
     return segments_from_flags(*speech_flags(frames, options), options)
 
 
 # ---------------------------------------------------------------------------------------------- subtitles
+
 
 def write_subtitles(path: str | Path, segments: list[tuple[float, float]], texts: list[str], fmt: str) -> None:
     """SRT (`srt`), WebVTT (`webvtt-py`) or plain text, one cue per segment with its times."""
@@ -137,8 +139,10 @@ def write_subtitles(path: str | Path, segments: list[tuple[float, float]], texts
     if fmt == "srt":
         import srt
 
-        subs = [srt.Subtitle(index=i + 1, start=timedelta(seconds=s), end=timedelta(seconds=e), content=t)
-                for i, (s, e, t) in enumerate(cues)]
+        subs = [
+            srt.Subtitle(index=i + 1, start=timedelta(seconds=s), end=timedelta(seconds=e), content=t)
+            for i, (s, e, t) in enumerate(cues)
+        ]
         path.write_text(srt.compose(subs), encoding="utf-8")
     elif fmt == "vtt":
         import webvtt
@@ -158,8 +162,10 @@ def _vtt_time(seconds: float) -> str:
 
 # ---------------------------------------------------------------------------------------------- translation
 
-def segment_rows(audio: str | Path, segments: list[tuple[float, float]], src_lang: str, tgt_lang: str,
-                 talk: str | None = None) -> list[dict[str, str]]:
+
+def segment_rows(
+    audio: str | Path, segments: list[tuple[float, float]], src_lang: str, tgt_lang: str, talk: str | None = None
+) -> list[dict[str, str]]:
     """Manifest rows, one `path:offset:frames` slice per segment (the dataset reads only that slice)."""
     info = sf.info(str(audio))
     total = int(info.frames * SAMPLE_RATE / info.samplerate)
@@ -167,15 +173,25 @@ def segment_rows(audio: str | Path, segments: list[tuple[float, float]], src_lan
     for i, (s, e) in enumerate(segments):
         offset = int(s * SAMPLE_RATE)
         frames = min(int(e * SAMPLE_RATE), total) - offset
-        rows.append({"id": f"{talk or Path(audio).stem}_seg{i}", "audio": f"{Path(audio).resolve()}:{offset}:{frames}",
-                     "n_frames": str(frames), "tgt_text": "", "speaker": "", "src_text": "",
-                     "src_lang": src_lang, "tgt_lang": tgt_lang})
+        rows.append(
+            {
+                "id": f"{talk or Path(audio).stem}_seg{i}",
+                "audio": f"{Path(audio).resolve()}:{offset}:{frames}",
+                "n_frames": str(frames),
+                "tgt_text": "",
+                "speaker": "",
+                "src_text": "",
+                "src_lang": src_lang,
+                "tgt_lang": tgt_lang,
+            }
+        )
     return rows
 
 
 @torch.no_grad()
-def translate_rows(model, vocab, config: dict, rows: list[dict[str, str]], task: str, options,
-                   device: str = "cpu") -> list[str]:
+def translate_rows(
+    model, vocab, config: dict, rows: list[dict[str, str]], task: str, options, device: str = "cpu"
+) -> list[str]:
     """The main output text of every row (empty where the row could not be decoded), in row order."""
     from speechxl.data.batching import length_batches
     from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
@@ -186,13 +202,21 @@ def translate_rows(model, vocab, config: dict, rows: list[dict[str, str]], task:
     data = config.get("data", {})
     from_data = getattr(FeatureConfig, "from_data", None)
     features = from_data(data) if from_data else FeatureConfig(features=data.get("features", "fbank"))
-    dataset = SpeechTextDataset(rows, task, vocab, manifest="<segments>", features=features,
-                                prepend_lang_tag=data.get("prepend_lang_tag", True), decoding=True)
+    dataset = SpeechTextDataset(
+        rows,
+        task,
+        vocab,
+        manifest="<segments>",
+        features=features,
+        prepend_lang_tag=data.get("prepend_lang_tag", True),
+        decoding=True,
+    )
     texts = [""] * len(rows)
     if len(dataset) == 0:
         return texts
-    budget = max(options.max_tokens or (3_200_000 if features.features == "wave" else 50_000),
-                 int(dataset.sizes.max(initial=1)))
+    budget = max(
+        options.max_tokens or (3_200_000 if features.features == "wave" else 50_000), int(dataset.sizes.max(initial=1))
+    )
     for indices in length_batches(dataset.sizes, budget, options.max_sentences):
         batch = dataset.collate([dataset[i] for i in indices])
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -201,13 +225,23 @@ def translate_rows(model, vocab, config: dict, rows: list[dict[str, str]], task:
     return texts
 
 
-def translate_long(checkpoint: str | Path, audio: list[str], out: str | Path, *, fmt: str = "srt",
-                   task: str = "st", options=None, vad: VadOptions | None = None, device: str = "cpu",
-                   src_lang: str | None = None, tgt_lang: str | None = None) -> dict:
+def translate_long(
+    checkpoint: str | Path,
+    audio: list[str],
+    out: str | Path,
+    *,
+    fmt: str = "srt",
+    task: str = "st",
+    options=None,
+    vad: VadOptions | None = None,
+    device: str = "cpu",
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+) -> dict:
     """`speechxl translate --audio long.wav --segment vad`: VAD segments -> translations -> OUT/<stem>.<fmt>
     (subtitles with the segments' times) and OUT/segments.json."""
-    from speechxl.models import load_model
     from speechxl.inference.decode import DecodeOptions
+    from speechxl.models import load_model
 
     options, vad = options or DecodeOptions(), vad or VadOptions()
     model, vocab, config = load_model(checkpoint, device=device)
@@ -218,17 +252,24 @@ def translate_long(checkpoint: str | Path, audio: list[str], out: str | Path, *,
     report = {"checkpoint": str(checkpoint), "format": fmt, "vad": vad.__dict__, "files": []}
     for path in audio:
         segments = vad_segments(path, vad)
-        texts = translate_rows(model, vocab, config, segment_rows(path, segments, src_lang, tgt_lang), task,
-                               options, device)
+        texts = translate_rows(
+            model, vocab, config, segment_rows(path, segments, src_lang, tgt_lang), task, options, device
+        )
         target = out / f"{Path(path).stem}.{fmt}"
         write_subtitles(target, segments, texts, fmt)
-        report["files"].append({"audio": str(path), "subtitles": str(target), "segments": [
-            {"start": s, "end": e, "text": t} for (s, e), t in zip(segments, texts)]})
+        report["files"].append(
+            {
+                "audio": str(path),
+                "subtitles": str(target),
+                "segments": [{"start": s, "end": e, "text": t} for (s, e), t in zip(segments, texts)],
+            }
+        )
     (out / "segments.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
 
 
 # ---------------------------------------------------------------------------------------------- talks (IWSLT)
+
 
 def talks_of_manifest(manifest: str | Path) -> dict[str, list[dict[str, str]]]:
     """Talk wav -> its manifest rows in time order (MuST-C layout: rows are `talk.wav:offset:frames` slices)."""
@@ -267,17 +308,25 @@ def resegment(references: list[str], hypothesis: str) -> list[str]:
             for fd in saved:
                 os.close(fd)
     pieces = [piece.strip() for piece in aligned.split("\n")]
-    pieces = (pieces + [""] * len(references))[:len(references)]
+    pieces = (pieces + [""] * len(references))[: len(references)]
     return pieces
 
 
-def score_talks(checkpoint: str | Path, manifest: str | Path, out: str | Path, *, options=None,
-                vad: VadOptions | None = None, device: str = "cpu", task: str = "st") -> dict:
+def score_talks(
+    checkpoint: str | Path,
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    options=None,
+    vad: VadOptions | None = None,
+    device: str = "cpu",
+    task: str = "st",
+) -> dict:
     """IWSLT long-form scoring: translate each whole talk (VAD segments), re-segment the hypotheses to the
     reference segments with mweralign, sacreBLEU; beside it the same model on the gold segments."""
-    from speechxl.models import load_model
     from speechxl.eval.bleu import bleu
     from speechxl.inference.decode import DecodeOptions
+    from speechxl.models import load_model
 
     options, vad = options or DecodeOptions(), vad or VadOptions()
     model, vocab, config = load_model(checkpoint, device=device)
@@ -298,10 +347,16 @@ def score_talks(checkpoint: str | Path, manifest: str | Path, out: str | Path, *
     for name, lines in (("ref.txt", refs), ("hyp.vad_mweralign.txt", hyps_vad), ("hyp.gold.txt", hyps_gold)):
         (out / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     vad_score, gold_score = bleu(hyps_vad, refs), bleu(hyps_gold, refs)
-    result = {"checkpoint": str(checkpoint), "manifest": str(manifest), "talks": len(talks),
-              "reference_segments": len(refs), "vad_segments": n_segments, "beam": options.beam,
-              "vad_mweralign": vad_score, "gold_segments": gold_score,
-              "segmentation_cost_bleu": round(gold_score["bleu"] - vad_score["bleu"], 2)}
+    result = {
+        "checkpoint": str(checkpoint),
+        "manifest": str(manifest),
+        "talks": len(talks),
+        "reference_segments": len(refs),
+        "vad_segments": n_segments,
+        "beam": options.beam,
+        "vad_mweralign": vad_score,
+        "gold_segments": gold_score,
+        "segmentation_cost_bleu": round(gold_score["bleu"] - vad_score["bleu"], 2),
+    }
     (out / "score.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
-

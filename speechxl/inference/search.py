@@ -19,6 +19,7 @@ These constraints are logit processors (`builtin_processors`); a model adds its 
 `model.logit_processors(batch)` (applied first: the length limit has the last word).
 `speechxl.convert.hf_generation` maps these settings onto HF `generate()` for exact comparisons.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,6 +48,7 @@ def _max_lengths(batch: dict[str, Any], a: float, b: float, floor: int, device: 
 
 
 # ---------------------------------------------------------------------------------------------- processors
+
 
 @dataclass
 class SearchStep:
@@ -131,8 +133,9 @@ class MaxLength(LogitProcessor):
         self.max_len = self.max_len[keep]
 
 
-def builtin_processors(*, eos: int, pad: int, min_len: int, prefix: torch.Tensor | None,
-                       max_len: torch.Tensor) -> list[LogitProcessor]:
+def builtin_processors(
+    *, eos: int, pad: int, min_len: int, prefix: torch.Tensor | None, max_len: torch.Tensor
+) -> list[LogitProcessor]:
     """Never <pad>, a minimum length, the forced prefix, and the length limit (last: at the limit </s> wins
     over every other constraint)."""
     processors: list[LogitProcessor] = [NoToken(pad), MinLength(min_len, eos)]
@@ -141,8 +144,9 @@ def builtin_processors(*, eos: int, pad: int, min_len: int, prefix: torch.Tensor
     return processors + [MaxLength(max_len, eos)]
 
 
-def apply_processors(processors: list[LogitProcessor], lp: torch.Tensor, step: int, tokens: torch.Tensor,
-                     eos: int) -> torch.Tensor:
+def apply_processors(
+    processors: list[LogitProcessor], lp: torch.Tensor, step: int, tokens: torch.Tensor, eos: int
+) -> torch.Tensor:
     s = SearchStep(step=step, tokens=tokens, raw_eos=lp[:, eos].clone())
     for processor in processors:
         lp = processor(lp, s)
@@ -158,9 +162,18 @@ def _check_prefix(prefix: torch.Tensor | None, batch_size: int) -> int:
 
 
 @torch.inference_mode()
-def beam_search(model, batch: dict[str, Any], *, beam: int = 5, lenpen: float = 1.0, max_len_a: float = 0.0,
-                max_len_b: int = 200, prefix: torch.Tensor | None = None, nbest: int = 1,
-                min_len: int = 1) -> list[list[Hypothesis]]:
+def beam_search(
+    model,
+    batch: dict[str, Any],
+    *,
+    beam: int = 5,
+    lenpen: float = 1.0,
+    max_len_a: float = 0.0,
+    max_len_b: int = 200,
+    prefix: torch.Tensor | None = None,
+    nbest: int = 1,
+    min_len: int = 1,
+) -> list[list[Hypothesis]]:
     """Per utterance, the `nbest` best hypotheses (best first)."""
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be between 1 and beam ({beam}), got {nbest}")
@@ -171,7 +184,8 @@ def beam_search(model, batch: dict[str, Any], *, beam: int = 5, lenpen: float = 
     max_len = _max_lengths(batch, max_len_a, max_len_b, max(min_len, prefix_len), device)
     prefix = prefix.to(device) if prefix is not None else None
     processors = model.logit_processors(batch) + builtin_processors(
-        eos=model.eos, pad=model.pad, min_len=min_len, prefix=prefix, max_len=max_len)
+        eos=model.eos, pad=model.pad, min_len=min_len, prefix=prefix, max_len=max_len
+    )
 
     alive = list(range(batch_size))  # original index of each running utterance
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
@@ -228,8 +242,15 @@ def beam_search(model, batch: dict[str, Any], *, beam: int = 5, lenpen: float = 
 
 
 @torch.inference_mode()
-def greedy_search(model, batch: dict[str, Any], *, max_len_a: float = 0.0, max_len_b: int = 200,
-                  prefix: torch.Tensor | None = None, min_len: int = 1) -> list[list[Hypothesis]]:
+def greedy_search(
+    model,
+    batch: dict[str, Any],
+    *,
+    max_len_a: float = 0.0,
+    max_len_b: int = 200,
+    prefix: torch.Tensor | None = None,
+    min_len: int = 1,
+) -> list[list[Hypothesis]]:
     """Per utterance one hypothesis; its score is the plain sum of log-probs (no length normalisation)."""
     enc = model.encode(batch)
     device = next(iter(enc.values())).device
@@ -238,7 +259,8 @@ def greedy_search(model, batch: dict[str, Any], *, max_len_a: float = 0.0, max_l
     max_len = _max_lengths(batch, max_len_a, max_len_b, max(min_len, prefix_len), device)
     prefix = prefix.to(device) if prefix is not None else None
     processors = model.logit_processors(batch) + builtin_processors(
-        eos=model.eos, pad=model.pad, min_len=min_len, prefix=prefix, max_len=max_len)
+        eos=model.eos, pad=model.pad, min_len=min_len, prefix=prefix, max_len=max_len
+    )
 
     alive = list(range(batch_size))
     results: list[list[Hypothesis]] = [[] for _ in range(batch_size)]

@@ -12,6 +12,7 @@
 - with `--computation-aware` 1.1.4 computes the plain metrics computation-aware as well: `non_ca_scores(OUT)`
   (and `python -m speechxl.inference.simuleval_agent OUT`) recompute the non-CA figures from instances.log.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,8 @@ import numpy as np
 from simuleval.agents import SpeechToTextAgent
 from simuleval.agents.actions import ReadAction, WriteAction
 
-from speechxl.models import load_model
 from speechxl.inference.streaming import POLICIES, PolicyOptions, StreamingTranslator
+from speechxl.models import load_model
 
 LATENCY_METRICS = ("AL", "LAAL", "DAL", "AP", "ATD")
 
@@ -40,12 +41,27 @@ class SpeechXLAgent(SpeechToTextAgent):
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model, vocab, config = load_model(args.checkpoint, device=device)
-        options = PolicyOptions(policy=args.policy, k=args.waitk, la_n=args.la_n, la_beam=args.la_beam,
-                                frames=args.frames, attn_layer=args.attn_layer, max_len_a=args.max_len_a,
-                                max_len_b=args.max_len_b, final_beam=args.final_beam)
-        self.translator = StreamingTranslator(model, vocab, config.get("data", {}), options, task=args.task,
-                                              tgt_lang=args.speechxl_tgt_lang,
-                                              src_lang=args.speechxl_src_lang, device=device)
+        options = PolicyOptions(
+            policy=args.policy,
+            k=args.waitk,
+            la_n=args.la_n,
+            la_beam=args.la_beam,
+            frames=args.frames,
+            attn_layer=args.attn_layer,
+            max_len_a=args.max_len_a,
+            max_len_b=args.max_len_b,
+            final_beam=args.final_beam,
+        )
+        self.translator = StreamingTranslator(
+            model,
+            vocab,
+            config.get("data", {}),
+            options,
+            task=args.task,
+            tgt_lang=args.speechxl_tgt_lang,
+            src_lang=args.speechxl_src_lang,
+            device=device,
+        )
         self._start_state()
 
     @staticmethod
@@ -55,8 +71,12 @@ class SpeechXLAgent(SpeechToTextAgent):
         parser.add_argument("--waitk", type=int, default=3, help="wait-k: chunks read before the first write")
         parser.add_argument("--la-n", type=int, default=2, help="LA-n: agreement of the last n hypotheses")
         parser.add_argument("--la-beam", type=int, default=1, help="LA-n: beam of each re-decoding")
-        parser.add_argument("--frames", type=int, default=2,
-                            help="AlignAtt f: wait while attention points into the last f encoder frames")
+        parser.add_argument(
+            "--frames",
+            type=int,
+            default=2,
+            help="AlignAtt f: wait while attention points into the last f encoder frames",
+        )
         parser.add_argument("--attn-layer", type=int, default=-1, help="AlignAtt: decoder layer (-1: last)")
         parser.add_argument("--final-beam", type=int, default=1, help="beam of the final decoding at source end")
         parser.add_argument("--max-len-a", type=float, default=0.0)
@@ -86,7 +106,7 @@ class SpeechXLAgent(SpeechToTextAgent):
             return WriteAction("", finished=True)
         if states.source_sample_rate not in (0, 16000):
             raise ValueError(f"speechxl models read 16 kHz audio; the source is {states.source_sample_rate} Hz")
-        new = np.asarray(states.source[self.pushed:], dtype=np.float32)
+        new = np.asarray(states.source[self.pushed :], dtype=np.float32)
         self.pushed = len(states.source)
         commit = self.translator.push(new, finished=states.source_finished)
         text = self.pending + commit.text

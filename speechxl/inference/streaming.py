@@ -25,6 +25,7 @@ Policies (`--policy`):
   `frames` frames; else wait for audio.
 When the source is finished every policy writes the rest of its hypothesis (greedy, or beam for LA).
 """
+
 from __future__ import annotations
 
 import math
@@ -109,8 +110,18 @@ def _decoder_layers(model) -> list[DecoderLayer]:
 class StreamingTranslator:
     """One utterance at a time: `push(samples, finished)` -> the newly committed piece; `reset()` between."""
 
-    def __init__(self, model, vocab, data_config: dict[str, Any], options: PolicyOptions, *, task: str = "st",
-                 tgt_lang: str = "de", src_lang: str = "en", device: str = "cpu"):
+    def __init__(
+        self,
+        model,
+        vocab,
+        data_config: dict[str, Any],
+        options: PolicyOptions,
+        *,
+        task: str = "st",
+        tgt_lang: str = "de",
+        src_lang: str = "en",
+        device: str = "cpu",
+    ):
         self.model, self.vocab, self.options, self.device = model.eval(), vocab, options, device
         self.task = get_task(task)
         self.features = FeatureExtractor(data_config)
@@ -137,10 +148,13 @@ class StreamingTranslator:
         audio = self.features(self.wave)
         length = audio.size(0)
         batch: dict[str, Any] = {
-            "ids": ["stream"], "task": self.task.name, "audio": audio.unsqueeze(0).to(self.device),
+            "ids": ["stream"],
+            "task": self.task.name,
+            "audio": audio.unsqueeze(0).to(self.device),
             "audio_lengths": torch.tensor([length], device=self.device),
             "audio_padding_mask": torch.zeros(1, length, dtype=torch.bool, device=self.device),
-            "prefix": None, "ntokens": 0,
+            "prefix": None,
+            "ntokens": 0,
         }
         if self.use_tag:
             batch["prefix"] = torch.tensor([[self.vocab.tag(self.tag_lang)]], device=self.device)
@@ -153,8 +167,9 @@ class StreamingTranslator:
     def _max_len(self) -> int:
         return int(self.options.max_len_a * self.features.length(len(self.wave)) + self.options.max_len_b)
 
-    def _greedy(self, batch: dict[str, Any], enc, budget: int | None, check_attention: bool,
-                allow_eos: bool) -> tuple[list[int], bool]:
+    def _greedy(
+        self, batch: dict[str, Any], enc, budget: int | None, check_attention: bool, allow_eos: bool
+    ) -> tuple[list[int], bool]:
         """Greedy continuation of forced prefix + committed: up to `budget` new tokens (None: no limit).
 
         Returns the new tokens and whether </s> was reached (and allowed). With `check_attention` a candidate
@@ -181,8 +196,9 @@ class StreamingTranslator:
                 if token == self.model.eos:
                     return new, allow_eos
                 if check_attention:
-                    attn = next(layer.cross_attention for layer in self.attn_layers
-                                if layer.cross_attention is not None)[0, -1]
+                    attn = next(
+                        layer.cross_attention for layer in self.attn_layers if layer.cross_attention is not None
+                    )[0, -1]
                     frames = n_frames if n_frames is not None else attn.size(-1)
                     if int(attn[:frames].argmax()) >= frames - self.options.frames:
                         return new, False
@@ -200,10 +216,16 @@ class StreamingTranslator:
             return []
         prefix = torch.tensor([forced + self.committed], device=self.device) if forced + self.committed else None
         # the length limit counts the forced tokens too: the same a·|x| + b generated tokens as _greedy
-        hyp = beam_search(self.model, batch, beam=beam, max_len_a=self.options.max_len_a,
-                          max_len_b=self.options.max_len_b + len(forced), prefix=prefix)[0][0].tokens
+        hyp = beam_search(
+            self.model,
+            batch,
+            beam=beam,
+            max_len_a=self.options.max_len_a,
+            max_len_b=self.options.max_len_b + len(forced),
+            prefix=prefix,
+        )[0][0].tokens
         hyp = hyp[:-1] if hyp and hyp[-1] == self.model.eos else hyp
-        return hyp[len(forced) + len(self.committed):]
+        return hyp[len(forced) + len(self.committed) :]
 
     # ------------------------------------------------------------------------------------------ policy
 
@@ -224,7 +246,7 @@ class StreamingTranslator:
         self.committed += new
         self.finished = finished
         text = self.text()
-        piece = text[len(self.committed_text):] if text.startswith(self.committed_text) else text
+        piece = text[len(self.committed_text) :] if text.startswith(self.committed_text) else text
         self.committed_text = text
         return Commit(new, piece, seconds, finished)
 
@@ -247,11 +269,11 @@ class StreamingTranslator:
             return self._greedy(batch, self.model.encode(batch), None, True, False)[0]
         # local agreement: hypotheses are whole continuations of what is committed
         hyp = self.committed + self._beam(batch, o.la_beam)
-        self.history = (self.history + [hyp])[-o.la_n:]
+        self.history = (self.history + [hyp])[-o.la_n :]
         if len(self.history) < o.la_n:
             return []
         agreed = longest_common_prefix(self.history)
-        return agreed[len(self.committed):] if len(agreed) > len(self.committed) else []
+        return agreed[len(self.committed) :] if len(agreed) > len(self.committed) else []
 
 
 def longest_common_prefix(seqs: list[list[int]]) -> list[int]:
@@ -265,7 +287,7 @@ def longest_common_prefix(seqs: list[list[int]]) -> list[int]:
 
 def chunks_of(wave: np.ndarray, chunk_ms: float) -> list[np.ndarray]:
     size = max(1, math.ceil(chunk_ms / 1000 * SAMPLE_RATE))
-    return [wave[i:i + size] for i in range(0, len(wave), size)] or [wave]
+    return [wave[i : i + size] for i in range(0, len(wave), size)] or [wave]
 
 
 def stream_wave(translator: StreamingTranslator, wave: np.ndarray, chunk_ms: float) -> list[Commit]:
@@ -325,11 +347,11 @@ def stream_segments(translator: StreamingTranslator, chunks, *, vad=None):
         used = 0  # samples of `chunk` already pushed
         n = len(pending) // frame
         for f in range(n):
-            pcm = (np.clip(pending[f * frame:(f + 1) * frame], -1, 1) * 32767).astype(np.int16)
+            pcm = (np.clip(pending[f * frame : (f + 1) * frame], -1, 1) * 32767).astype(np.int16)
             if detector.is_speech(pcm.tobytes(), SAMPLE_RATE):
                 if not state["heard"]:  # speech starts: the segment starts at this frame
                     skip = max(0, (f * frame) - first - used)
-                    yield from push(chunk[used:used + skip], False)
+                    yield from push(chunk[used : used + skip], False)
                     used += skip
                 state["silent"], state["heard"] = 0, True
             else:
@@ -340,7 +362,7 @@ def stream_segments(translator: StreamingTranslator, chunks, *, vad=None):
             if pause or (state["heard"] and length >= vad.max_seconds):
                 yield from push(chunk[used:cut], True)
                 used = cut
-        pending = pending[n * frame:]
+        pending = pending[n * frame :]
         if used < len(chunk):
             yield from push(chunk[used:], False)
     if translator.chunks and not translator.finished:

@@ -5,6 +5,7 @@ has one line per input, `ref.txt` and `ids.txt` line up with it. An input that c
 missing or unreadable file, audio shorter than one 25 ms window) gets an empty line, is named with its
 reason on stderr and in `score.json` (`failed`), and the rest are still translated.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,12 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from speechxl.models import load_model
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
 from speechxl.errors import DataError
 from speechxl.inference.decode import DecodeOptions, decode_batch, score_outputs
+from speechxl.models import load_model
 from speechxl.tasks import OUTPUTS, get_task
 
 __all__ = ["DecodeOptions", "translate"]
@@ -40,8 +41,18 @@ def _audio_rows(paths: list[str], src_lang: str, tgt_lang: str) -> tuple[list[di
                 n_frames = round(info.frames * 16000 / info.samplerate)
             except Exception as err:  # soundfile raises several types for unreadable files
                 failed[index] = f"cannot read audio: {str(err).strip()}"
-        rows.append({"id": Path(path).stem, "audio": str(Path(path).resolve()), "n_frames": str(n_frames),
-                     "tgt_text": "", "speaker": "", "src_text": "", "src_lang": src_lang, "tgt_lang": tgt_lang})
+        rows.append(
+            {
+                "id": Path(path).stem,
+                "audio": str(Path(path).resolve()),
+                "n_frames": str(n_frames),
+                "tgt_text": "",
+                "speaker": "",
+                "src_text": "",
+                "src_lang": src_lang,
+                "tgt_lang": tgt_lang,
+            }
+        )
     return rows, failed
 
 
@@ -54,12 +65,17 @@ def _corpus_info(manifest: Path | None, rows: list[dict[str, str]], langs: dict[
             report = json.loads((manifest.parent / "prep_report.json").read_text(encoding="utf-8"))
         except ValueError:
             report = {}
-    pairs = {(row.get("src_lang") or langs.get("src_lang", ""), row.get("tgt_lang") or langs.get("tgt_lang", ""))
-             for row in rows}
+    pairs = {
+        (row.get("src_lang") or langs.get("src_lang", ""), row.get("tgt_lang") or langs.get("tgt_lang", ""))
+        for row in rows
+    }
     src, tgt = next(iter(pairs)) if len(pairs) == 1 else ("", "")
-    return {"corpus": report.get("corpus", "unknown"), "corpus_version": report.get("corpus_version", "unknown"),
-            "split": manifest.stem if manifest is not None else "unknown",
-            "direction": f"{src}-{tgt}" if src and tgt else "unknown"}
+    return {
+        "corpus": report.get("corpus", "unknown"),
+        "corpus_version": report.get("corpus_version", "unknown"),
+        "split": manifest.stem if manifest is not None else "unknown",
+        "direction": f"{src}-{tgt}" if src and tgt else "unknown",
+    }
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
@@ -100,9 +116,16 @@ def translate(
     usable = [row for index, row in enumerate(rows) if index not in failed]
     # Manifests without language columns (fairseq's bilingual ones): the flags, else the model's config.
     langs = {"src_lang": src_lang or data.get("src_lang", ""), "tgt_lang": tgt_lang or data.get("tgt_lang", "")}
-    dataset = SpeechTextDataset(usable, task, vocab, manifest=manifest or "<audio files>",
-                                features=FeatureConfig.from_data(data),
-                                prepend_lang_tag=data.get("prepend_lang_tag", True), decoding=True, langs=langs)
+    dataset = SpeechTextDataset(
+        usable,
+        task,
+        vocab,
+        manifest=manifest or "<audio files>",
+        features=FeatureConfig.from_data(data),
+        prepend_lang_tag=data.get("prepend_lang_tag", True),
+        decoding=True,
+        langs=langs,
+    )
     row_of_usable = [index for index in range(len(rows)) if index not in failed]
     for usable_index, reason in dataset.skip_reasons.items():
         failed[row_of_usable[usable_index]] = reason
@@ -111,8 +134,7 @@ def translate(
     budget = max(options.max_tokens or default_budget, int(dataset.sizes.max(initial=1)))
     hyps: dict[int, dict[str, str]] = {}  # row index -> output texts
     start = time.perf_counter()
-    for indices in tqdm(length_batches(dataset.sizes, budget, options.max_sentences), desc="translate",
-                        unit="batch"):
+    for indices in tqdm(length_batches(dataset.sizes, budget, options.max_sentences), desc="translate", unit="batch"):
         examples = []
         for i in indices:
             try:
@@ -134,9 +156,16 @@ def translate(
     for name, lines in hyp_lines.items():
         _write_lines(out / _output_file("hyp", name, spec.output), lines)
     _write_lines(out / "ids.txt", [row["id"] for row in rows])
-    result: dict = {"checkpoint": str(checkpoint), "task": task, "n": len(rows), "beam": options.beam,
-                    "lenpen": options.lenpen, **_corpus_info(manifest, rows, langs),
-                    "decode_seconds": round(elapsed, 2), "hyp_file": str(out / "hyp.txt")}
+    result: dict = {
+        "checkpoint": str(checkpoint),
+        "task": task,
+        "n": len(rows),
+        "beam": options.beam,
+        "lenpen": options.lenpen,
+        **_corpus_info(manifest, rows, langs),
+        "decode_seconds": round(elapsed, 2),
+        "hyp_file": str(out / "hyp.txt"),
+    }
     if manifest is not None:
         refs = {name: [row.get(OUTPUTS[name].reference, "") for row in rows] for name in names}
         for name, lines in refs.items():
@@ -144,14 +173,25 @@ def translate(
         result.update(manifest=str(manifest), ref_file=str(out / "ref.txt"))
         result.update(score_outputs(hyp_lines, refs, spec.output))
     if failed:
-        result["failed"] = [{"line": index + 2 if manifest is not None else None, "id": rows[index]["id"],
-                             "input": audio[index] if audio is not None else rows[index]["audio"],
-                             "reason": reason} for index, reason in sorted(failed.items())]
+        result["failed"] = [
+            {
+                "line": index + 2 if manifest is not None else None,
+                "id": rows[index]["id"],
+                "input": audio[index] if audio is not None else rows[index]["audio"],
+                "reason": reason,
+            }
+            for index, reason in sorted(failed.items())
+        ]
         for item in result["failed"]:
-            print(f"speechxl translate: {item['input']}: not translated ({item['reason']}); its line is empty",
-                  file=sys.stderr)
+            print(
+                f"speechxl translate: {item['input']}: not translated ({item['reason']}); its line is empty",
+                file=sys.stderr,
+            )
     (out / "score.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if failed and len(failed) == len(rows):
-        raise DataError(result["failed"][0]["input"], f"no input could be translated: "
-                        f"{result['failed'][0]['reason']}" + (f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""))
+        raise DataError(
+            result["failed"][0]["input"],
+            f"no input could be translated: "
+            f"{result['failed'][0]['reason']}" + (f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""),
+        )
     return result

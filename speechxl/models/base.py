@@ -23,6 +23,7 @@ Search (one beam search serves every model; inference/search.py)
   language tag); `logit_processors(batch)`: extra search constraints (e.g. "no </s> before <ast>");
   `output_texts(tokens, vocab, task)`: the decoded text(s), by output name (speechxl.tasks.OUTPUTS).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,6 +86,7 @@ def build_model(config: dict[str, Any], vocab) -> SpeechModel:
 
 
 # ---------------------------------------------------------------------------------------------- the base
+
 
 def prefix_size(batch: dict[str, Any]) -> int:
     """How many leading target tokens are a forced prefix (the language tag): ignored by the loss."""
@@ -174,6 +176,7 @@ class SpeechModel(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- shared pieces
 
+
 @dataclasses.dataclass
 class Seq2SeqConfig:
     """What every speechxl model shares: the conv subsampler and the Transformer encoder–decoder.
@@ -204,18 +207,38 @@ class Seq2SeqConfig:
 
 def build_encoder_decoder(c: Seq2SeqConfig, vocab_size: int, pad: int):
     """The shared Transformer encoder and the tied-embedding decoder that a `Seq2SeqConfig` describes."""
-    common = dict(dropout=c.dropout, attention_dropout=c.attention_dropout,
-                  activation_dropout=c.activation_dropout, activation=c.activation,
-                  normalize_before=c.normalize_before)
-    encoder = TransformerEncoder(c.encoder_layers, c.dim, c.encoder_heads, c.encoder_ffn_dim,
-                                 layerdrop=c.encoder_layerdrop, chunk_frames=c.encoder_chunk_frames, **common)
-    decoder = TransformerDecoder(vocab_size, pad, c.decoder_layers, c.dim, c.decoder_heads,
-                                 c.decoder_ffn_dim, layerdrop=c.decoder_layerdrop, **common)
+    common = dict(
+        dropout=c.dropout,
+        attention_dropout=c.attention_dropout,
+        activation_dropout=c.activation_dropout,
+        activation=c.activation,
+        normalize_before=c.normalize_before,
+    )
+    encoder = TransformerEncoder(
+        c.encoder_layers,
+        c.dim,
+        c.encoder_heads,
+        c.encoder_ffn_dim,
+        layerdrop=c.encoder_layerdrop,
+        chunk_frames=c.encoder_chunk_frames,
+        **common,
+    )
+    decoder = TransformerDecoder(
+        vocab_size,
+        pad,
+        c.decoder_layers,
+        c.dim,
+        c.decoder_heads,
+        c.decoder_ffn_dim,
+        layerdrop=c.decoder_layerdrop,
+        **common,
+    )
     return encoder, decoder
 
 
-def config_from_preset(cls: type, config: dict[str, Any], sizes: dict[str, dict[str, Any]], default_size: str,
-                       arch: str):
+def config_from_preset(
+    cls: type, config: dict[str, Any], sizes: dict[str, dict[str, Any]], default_size: str, arch: str
+):
     """A model's config dataclass from a dict: `size` picks a preset from `sizes`, the other keys override it.
 
     Unknown keys are an error naming the valid ones; attention/activation dropout default to `dropout`."""
@@ -225,8 +248,9 @@ def config_from_preset(cls: type, config: dict[str, Any], sizes: dict[str, dict[
         raise DataError("model config", f"{arch} size {size!r} is not one of {', '.join(sizes)}")
     for key in config:
         if f"model.{key}" in MOVED_KEYS:
-            raise DataError("model config", f"model.{key} is no longer a setting; it lives in "
-                                            f"{MOVED_KEYS[f'model.{key}']}")
+            raise DataError(
+                "model config", f"model.{key} is no longer a setting; it lives in {MOVED_KEYS[f'model.{key}']}"
+            )
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - fields)
     if unknown:

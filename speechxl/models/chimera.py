@@ -25,6 +25,7 @@ CE + per-utterance contrastive). The release instead sums the slot CE over slots
 by the tokens, which weighs its contrastive term about M / (tokens per sentence) times more than here (~3×
 for M = 64 on MuST-C); raise w_ctr to match it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,7 +35,10 @@ import torch
 
 from speechxl.errors import DataError
 from speechxl.losses import (
-    batch_contrastive_loss, label_smoothed_nll_loss, sentence_contrastive_loss, slot_contrastive_loss,
+    batch_contrastive_loss,
+    label_smoothed_nll_loss,
+    sentence_contrastive_loss,
+    slot_contrastive_loss,
 )
 from speechxl.models.base import config_from_preset, config_to_dict, prefix_size
 from speechxl.models.xstnet import SIZES, XSTNet, XSTNetConfig
@@ -62,12 +66,15 @@ class ChimeraConfig(XSTNetConfig):
 
     def __post_init__(self) -> None:
         if self.contrastive not in CONTRASTIVE:
-            raise DataError("model config", f"chimera contrastive {self.contrastive!r} is not one of "
-                                            f"{', '.join(CONTRASTIVE)}")
+            raise DataError(
+                "model config", f"chimera contrastive {self.contrastive!r} is not one of {', '.join(CONTRASTIVE)}"
+            )
         self.loss_weights = tuple(float(w) for w in self.loss_weights)
         if len(self.loss_weights) != 3:
-            raise DataError("model config", f"chimera loss_weights are 3 numbers (ST, MT, contrastive), got "
-                                            f"{list(self.loss_weights)}")
+            raise DataError(
+                "model config",
+                f"chimera loss_weights are 3 numbers (ST, MT, contrastive), got {list(self.loss_weights)}",
+            )
         if self.audio_tag:
             raise DataError("model config", "chimera has no <audio> tag (audio_tag must be false)")
         if not self.contrastive_temperature:
@@ -90,10 +97,19 @@ class Chimera(XSTNet):
     def __init__(self, config: ChimeraConfig, vocab_size: int, pad: int, eos: int):
         super().__init__(config, vocab_size, pad, eos, None)
         c = config
-        self.memory = SemanticMemory(c.memory_slots, c.dim, c.encoder_heads, c.encoder_ffn_dim, c.memory_layers,
-                                     dropout=c.dropout, attention_dropout=c.attention_dropout,
-                                     activation_dropout=c.activation_dropout, activation=c.activation,
-                                     normalize_before=c.normalize_before, mask_padding=c.mask_memory_padding)
+        self.memory = SemanticMemory(
+            c.memory_slots,
+            c.dim,
+            c.encoder_heads,
+            c.encoder_ffn_dim,
+            c.memory_layers,
+            dropout=c.dropout,
+            attention_dropout=c.attention_dropout,
+            activation_dropout=c.activation_dropout,
+            activation=c.activation,
+            normalize_before=c.normalize_before,
+            mask_padding=c.mask_memory_padding,
+        )
         self.num_updates = 0
 
     @classmethod
@@ -116,8 +132,7 @@ class Chimera(XSTNet):
     def embed_audio(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) wave -> (B, S, D): wav2vec2, subsampler, ×√D (no positions: the release adds none to audio)."""
         if wave.dim() != 2:
-            raise ValueError(f"chimera reads raw 16 kHz waves (B, T), got {tuple(wave.shape)}: "
-                             "set data.features=wave")
+            raise ValueError(f"chimera reads raw 16 kHz waves (B, T), got {tuple(wave.shape)}: set data.features=wave")
         padding = torch.arange(wave.size(1), device=wave.device)[None, :] >= lengths[:, None]
         states, frame_padding = self.acoustic(wave, padding)
         x, frame_lengths = self.subsampler(states, (~frame_padding).sum(dim=1))
@@ -131,8 +146,12 @@ class Chimera(XSTNet):
         else:
             x, padding = self.embed_text(batch["transcript"])
         memory = self.memory(self.encoder(x, padding), padding)
-        return {"memory": memory, "memory_padding_mask": memory.new_zeros(memory.shape[:2], dtype=torch.bool),
-                "inputs": x, "input_padding_mask": padding}
+        return {
+            "memory": memory,
+            "memory_padding_mask": memory.new_zeros(memory.shape[:2], dtype=torch.bool),
+            "inputs": x,
+            "input_padding_mask": padding,
+        }
 
     def encode_audio(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         enc = self.encode_source(AUDIO, batch)
@@ -151,8 +170,9 @@ class Chimera(XSTNet):
             return slot_contrastive_loss(audio["memory"], text["memory"], tau)
         if kind == "batch":
             return batch_contrastive_loss(audio["memory"], text["memory"], tau)
-        return sentence_contrastive_loss(audio["inputs"], audio["input_padding_mask"], text["inputs"],
-                                         text["input_padding_mask"], tau)
+        return sentence_contrastive_loss(
+            audio["inputs"], audio["input_padding_mask"], text["inputs"], text["input_padding_mask"], tau
+        )
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Losses of the batch's task (triplet: ST + MT + contrastive, see the module docstring).
@@ -174,8 +194,9 @@ class Chimera(XSTNet):
             encoded[source] = self.encode_source(source, batch)
             enc = encoded[source]
             logits = self.decoder(batch[f"prev_{target_key}"], enc["memory"], enc["memory_padding_mask"])
-            loss, nll, ntokens = label_smoothed_nll_loss(logits, batch[target_key], epsilon=self.label_smoothing,
-                                                         ignore_index=self.pad, ignore_prefix_size=skip)
+            loss, nll, ntokens = label_smoothed_nll_loss(
+                logits, batch[target_key], epsilon=self.label_smoothing, ignore_index=self.pad, ignore_prefix_size=skip
+            )
             weighted = weights.get(name, 1.0) * loss
             total = weighted if total is None else total + weighted
             sample_size = max(sample_size, ntokens)  # a triplet's ST and MT share their target: count it once

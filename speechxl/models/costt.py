@@ -22,6 +22,7 @@ target language is not tagged inside the consecutive sequence (one direction per
 Decoding returns both outputs: {"transcript": text before `<ast>`, "translation": text after it}; the search
 may not end before `<ast>` (`ConsecutiveConstraint`).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,12 +35,20 @@ from torch import nn
 from speechxl.errors import DataError
 from speechxl.losses import ctc_loss, label_smoothed_nll_loss
 from speechxl.models.base import (
-    Seq2SeqConfig, SpeechModel, build_encoder_decoder, config_from_preset, config_to_dict, prefix_size,
+    Seq2SeqConfig,
+    SpeechModel,
+    build_encoder_decoder,
+    config_from_preset,
+    config_to_dict,
+    prefix_size,
 )
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.shrink import ctc_shrink
 from speechxl.modules.subsampling import (
-    Conv1dSubsampler, Conv2dSubsampler, StackSubsampler, lengths_to_padding_mask,
+    Conv1dSubsampler,
+    Conv2dSubsampler,
+    StackSubsampler,
+    lengths_to_padding_mask,
 )
 from speechxl.modules.transformer import TransformerEncoder
 from speechxl.tasks import AUDIO, TEXT, get_task
@@ -47,10 +56,31 @@ from speechxl.tasks import AUDIO, TEXT, get_task
 # `base`: the paper (d 512, 6 acoustic + 6 semantic encoder layers, 6 decoder layers, post-norm).
 # `tiny`: tests and SynthST on a CPU.
 SIZES: dict[str, dict[str, Any]] = {
-    "base": dict(dim=512, acoustic_layers=6, encoder_layers=6, decoder_layers=6, encoder_heads=8, decoder_heads=8,
-                 encoder_ffn_dim=2048, decoder_ffn_dim=2048, dropout=0.1, normalize_before=False),
-    "tiny": dict(dim=64, acoustic_layers=2, encoder_layers=1, decoder_layers=1, encoder_heads=4, decoder_heads=4,
-                 encoder_ffn_dim=128, decoder_ffn_dim=128, dropout=0.1, normalize_before=True, conv_channels=64),
+    "base": dict(
+        dim=512,
+        acoustic_layers=6,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_heads=8,
+        decoder_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        dropout=0.1,
+        normalize_before=False,
+    ),
+    "tiny": dict(
+        dim=64,
+        acoustic_layers=2,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_heads=4,
+        decoder_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        dropout=0.1,
+        normalize_before=True,
+        conv_channels=64,
+    ),
 }
 FRONT_ENDS = ("stack", "conv2d", "conv1d")
 SHRINK = ("first", "average", "none")
@@ -73,8 +103,11 @@ class CosttConfig(Seq2SeqConfig):
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "CosttConfig":
         c = config_from_preset(cls, config, SIZES, "base", "costt")
-        for name, value, allowed in (("front_end", c.front_end, FRONT_ENDS), ("shrink", c.shrink, SHRINK),
-                                     ("mt_target", c.mt_target, ("consecutive", "translation"))):
+        for name, value, allowed in (
+            ("front_end", c.front_end, FRONT_ENDS),
+            ("shrink", c.shrink, SHRINK),
+            ("mt_target", c.mt_target, ("consecutive", "translation")),
+        ):
             if value not in allowed:
                 raise DataError("model config", f"costt {name} must be one of {allowed}, not {value!r}")
         return c
@@ -100,9 +133,17 @@ class FbankCTCEncoder(nn.Module):
         self.embed_scale = math.sqrt(c.dim)
         self.embed_positions = SinusoidalPositions(c.dim, padding_idx=pad)
         self.acoustic = TransformerEncoder(
-            c.acoustic_layers, c.dim, c.encoder_heads, c.encoder_ffn_dim, dropout=c.dropout,
-            attention_dropout=c.attention_dropout, activation_dropout=c.activation_dropout, activation=c.activation,
-            normalize_before=c.normalize_before, layerdrop=c.encoder_layerdrop)
+            c.acoustic_layers,
+            c.dim,
+            c.encoder_heads,
+            c.encoder_ffn_dim,
+            dropout=c.dropout,
+            attention_dropout=c.attention_dropout,
+            activation_dropout=c.activation_dropout,
+            activation=c.activation,
+            normalize_before=c.normalize_before,
+            layerdrop=c.encoder_layerdrop,
+        )
         self.ctc_head = nn.Linear(c.dim, vocab_size)
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -113,8 +154,7 @@ class FbankCTCEncoder(nn.Module):
         padding_mask = lengths_to_padding_mask(lengths, x.size(1))
         x = self.embed_scale * x + self.embed_positions(padding_mask)
         states = self.acoustic(x, padding_mask)
-        return {"states": states, "lengths": lengths, "padding_mask": padding_mask,
-                "ctc_logits": self.ctc_head(states)}
+        return {"states": states, "lengths": lengths, "padding_mask": padding_mask, "ctc_logits": self.ctc_head(states)}
 
 
 def ctc_targets(batch: dict[str, Any], eos: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,8 +164,9 @@ def ctc_targets(batch: dict[str, Any], eos: int, pad: int) -> tuple[torch.Tensor
     return tokens.masked_fill(tokens.eq(eos), pad), batch["transcript_lengths"] - skip - 1
 
 
-def consecutive_target(batch: dict[str, Any], asr: int, ast: int, eos: int, pad: int,
-                       with_transcript: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def consecutive_target(
+    batch: dict[str, Any], asr: int, ast: int, eos: int, pad: int, with_transcript: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`<asr> x <ast> y </s>` (or `<ast> y </s>`) per row, right-padded, and its prev_output (`</s>` + seq[:-1]).
 
     x and y are the batch's transcript and target without their language tags (and x without its </s>)."""
@@ -136,7 +177,7 @@ def consecutive_target(batch: dict[str, Any], asr: int, ast: int, eos: int, pad:
     for i, target_length in enumerate(target_lengths):
         y = batch["target"][i, skip:target_length]
         if with_transcript:
-            x = batch["transcript"][i, skip:transcript_lengths[i] - 1]
+            x = batch["transcript"][i, skip : transcript_lengths[i] - 1]
             rows.append(torch.cat([y.new_tensor([asr]), x, y.new_tensor([ast]), y]))
         else:
             rows.append(torch.cat([y.new_tensor([ast]), y]))
@@ -156,7 +197,7 @@ def split_consecutive(tokens: list[int], ast: int, vocab) -> dict[str, str]:
     Without <ast> (the length limit hit) everything is transcript and the translation is empty."""
     if ast in tokens:
         cut = tokens.index(ast)
-        return {"transcript": vocab.decode(tokens[:cut]), "translation": vocab.decode(tokens[cut + 1:])}
+        return {"transcript": vocab.decode(tokens[:cut]), "translation": vocab.decode(tokens[cut + 1 :])}
     return {"transcript": vocab.decode(tokens), "translation": ""}
 
 
@@ -196,10 +237,18 @@ class COSTT(SpeechModel):
     def from_config(cls, config: dict[str, Any], vocab) -> "COSTT":
         for tag in ("asr", "ast"):
             if not vocab.has_tag(tag):
-                raise DataError("model config",
-                                f"costt needs the <{tag}> tag in the vocabulary (speechxl prep adds it)")
-        return cls(CosttConfig.from_dict(config), len(vocab), vocab.pad, vocab.eos, blank=vocab.bos,
-                   asr=vocab.tag("asr"), ast=vocab.tag("ast"))
+                raise DataError(
+                    "model config", f"costt needs the <{tag}> tag in the vocabulary (speechxl prep adds it)"
+                )
+        return cls(
+            CosttConfig.from_dict(config),
+            len(vocab),
+            vocab.pad,
+            vocab.eos,
+            blank=vocab.bos,
+            asr=vocab.tag("asr"),
+            ast=vocab.tag("ast"),
+        )
 
     # ------------------------------------------------------------------------------------------- encoder
 
@@ -217,8 +266,12 @@ class COSTT(SpeechModel):
             labels = acoustic["ctc_logits"].detach().argmax(-1)
             states, lengths, padding_mask = ctc_shrink(states, labels, lengths, self.blank, self.config.shrink)
         x = states + self.embed_positions(padding_mask)
-        return {"memory": self.encoder(x, padding_mask), "memory_padding_mask": padding_mask,
-                "acoustic_lengths": acoustic["lengths"], "memory_lengths": lengths}
+        return {
+            "memory": self.encoder(x, padding_mask),
+            "memory_padding_mask": padding_mask,
+            "acoustic_lengths": acoustic["lengths"],
+            "memory_lengths": lengths,
+        }
 
     def encode_text(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The transcript tokens (`<en> x </s>`) through the semantic encoder (MT; a LUT teacher)."""
@@ -258,22 +311,27 @@ class COSTT(SpeechModel):
 
     def _ce(self, enc: dict[str, torch.Tensor], target: torch.Tensor, prev: torch.Tensor):
         logits = self.decoder(prev, enc["memory"], enc["memory_padding_mask"])
-        return label_smoothed_nll_loss(logits, target, epsilon=self.label_smoothing, ignore_index=self.pad,
-                                       ignore_prefix_size=1)
+        return label_smoothed_nll_loss(
+            logits, target, epsilon=self.label_smoothing, ignore_index=self.pad, ignore_prefix_size=1
+        )
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         task = batch.get("task") or "triplet"
         c = self.config
         logs: dict[str, float] = {"nsentences": len(batch["ids"])}
         if task in ("mt", "ext_mt"):
-            target, prev = consecutive_target(batch, self.asr, self.ast, self.eos, self.pad,
-                                              with_transcript=c.mt_target == "consecutive")
+            target, prev = consecutive_target(
+                batch, self.asr, self.ast, self.eos, self.pad, with_transcript=c.mt_target == "consecutive"
+            )
             loss, nll, ntokens = self._ce(self.encode_text(batch), target, prev)
             logs.update(mt_loss=loss.item(), nll_loss=nll.item(), ntokens=ntokens)
             return {"loss": loss, "sample_size": ntokens, "logs": logs}
         if batch.get("transcript") is None:
-            raise DataError("data.tasks", f"costt cannot train task {task!r}: its batches have no transcript "
-                                          "(use triplet for ST, asr for the CTC step, mt/ext_mt for MT)")
+            raise DataError(
+                "data.tasks",
+                f"costt cannot train task {task!r}: its batches have no transcript "
+                "(use triplet for ST, asr for the CTC step, mt/ext_mt for MT)",
+            )
         acoustic = self.encode_acoustic(batch)
         ctc, ctc_tokens = self._ctc(acoustic, batch)
         logs.update(ctc_loss=ctc.item(), ctc_ntokens=ctc_tokens)

@@ -21,6 +21,7 @@ tokens of H (language tag and </s> included: the teacher encodes them too); a su
 CTC blank = `<s>` (id 0). Tasks: triplet (all three losses), st (CE only), asr (CTC only: the listen step).
 Decoding is the default: the target-language tag forced, the translation out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,17 +33,43 @@ from torch import nn
 from speechxl.errors import DataError, TrainingError
 from speechxl.losses import ctc_loss, label_smoothed_nll_loss
 from speechxl.models.base import (
-    SpeechModel, build_encoder_decoder, config_from_preset, config_to_dict, load_model, prefix_size,
+    SpeechModel,
+    build_encoder_decoder,
+    config_from_preset,
+    config_to_dict,
+    load_model,
+    prefix_size,
 )
 from speechxl.models.costt import FRONT_ENDS, SHRINK, CosttConfig, FbankCTCEncoder, ctc_targets
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.shrink import ctc_shrink
 
 SIZES: dict[str, dict[str, Any]] = {
-    "base": dict(dim=512, acoustic_layers=6, encoder_layers=6, decoder_layers=6, encoder_heads=8, decoder_heads=8,
-                 encoder_ffn_dim=2048, decoder_ffn_dim=2048, dropout=0.1, normalize_before=False),
-    "tiny": dict(dim=64, acoustic_layers=2, encoder_layers=1, decoder_layers=1, encoder_heads=4, decoder_heads=4,
-                 encoder_ffn_dim=128, decoder_ffn_dim=128, dropout=0.1, normalize_before=True, conv_channels=64),
+    "base": dict(
+        dim=512,
+        acoustic_layers=6,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_heads=8,
+        decoder_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        dropout=0.1,
+        normalize_before=False,
+    ),
+    "tiny": dict(
+        dim=64,
+        acoustic_layers=2,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_heads=4,
+        decoder_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        dropout=0.1,
+        normalize_before=True,
+        conv_channels=64,
+    ),
 }
 
 
@@ -80,8 +107,9 @@ def load_teacher(path: str, vocab) -> nn.Module:
 
 
 class LUT(SpeechModel):
-    def __init__(self, config: LUTConfig, vocab_size: int, pad: int, eos: int, blank: int,
-                 teacher: nn.Module | None = None):
+    def __init__(
+        self, config: LUTConfig, vocab_size: int, pad: int, eos: int, blank: int, teacher: nn.Module | None = None
+    ):
         super().__init__()
         self.config, self.pad, self.eos, self.blank = config, pad, eos, blank
         c = config
@@ -89,8 +117,9 @@ class LUT(SpeechModel):
         self.embed_positions = SinusoidalPositions(c.dim, padding_idx=pad)
         self.encoder, self.decoder = build_encoder_decoder(c, vocab_size, pad)
         teacher_dim = c.teacher_dim or c.dim
-        self.semantic_attn = nn.MultiheadAttention(teacher_dim, c.semantic_heads, kdim=c.dim, vdim=c.dim,
-                                                   batch_first=True)
+        self.semantic_attn = nn.MultiheadAttention(
+            teacher_dim, c.semantic_heads, kdim=c.dim, vdim=c.dim, batch_first=True
+        )
         self.set_teacher(teacher)
 
     @classmethod
@@ -105,8 +134,10 @@ class LUT(SpeechModel):
             dim = teacher.decoder.embed_tokens.embedding_dim if hasattr(teacher, "decoder") else None
             expected = self.config.teacher_dim or self.config.dim
             if dim is not None and dim != expected:
-                raise DataError(self.config.teacher_path or "teacher",
-                                f"teacher hidden size {dim} != {expected}: set model.teacher_dim={dim}")
+                raise DataError(
+                    self.config.teacher_path or "teacher",
+                    f"teacher hidden size {dim} != {expected}: set model.teacher_dim={dim}",
+                )
         self.__dict__["teacher"] = teacher
 
     def checkpoint_config(self) -> dict[str, Any]:
@@ -134,16 +165,18 @@ class LUT(SpeechModel):
     def _mse(self, enc: dict[str, torch.Tensor], batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
         teacher = self.teacher
         if teacher is None:
-            raise TrainingError("lut: mse_weight > 0 needs the text encoder: set model.teacher_path to a speechxl "
-                                "MT checkpoint")
+            raise TrainingError(
+                "lut: mse_weight > 0 needs the text encoder: set model.teacher_path to a speechxl MT checkpoint"
+            )
         device = enc["memory"].device
         if next(teacher.parameters()).device != device:
             teacher.to(device)
         with torch.no_grad():
             text = teacher.encode_text({"transcript": batch["transcript"], "task": "mt", "ids": batch["ids"]})
         h, h_padding = text["memory"].float(), text["memory_padding_mask"]
-        pulled, _ = self.semantic_attn(h, enc["memory"], enc["memory"], key_padding_mask=enc["memory_padding_mask"],
-                                       need_weights=False)
+        pulled, _ = self.semantic_attn(
+            h, enc["memory"], enc["memory"], key_padding_mask=enc["memory_padding_mask"], need_weights=False
+        )
         per_token = (pulled - h).pow(2).mean(-1)
         keep = ~h_padding
         return per_token[keep].sum(), int(keep.sum())
@@ -170,8 +203,13 @@ class LUT(SpeechModel):
             logs.update(mse_loss=mse.item(), mse_ntokens=n_text)
             total = total + c.mse_weight * mse
         logits = self.decoder(batch["prev_target"], enc["memory"], enc["memory_padding_mask"])
-        ce, nll, ntokens = label_smoothed_nll_loss(logits, batch["target"], epsilon=self.label_smoothing,
-                                                   ignore_index=self.pad, ignore_prefix_size=prefix_size(batch))
+        ce, nll, ntokens = label_smoothed_nll_loss(
+            logits,
+            batch["target"],
+            epsilon=self.label_smoothing,
+            ignore_index=self.pad,
+            ignore_prefix_size=prefix_size(batch),
+        )
         logs.update(st_loss=ce.item(), st_ntokens=ntokens, nll_loss=nll.item(), ntokens=ntokens)
         weight = c.ce_weight if task == "triplet" else 1.0
         total = weight * ce if total is None else total + weight * ce

@@ -1,5 +1,6 @@
 """fairseq's `s2t_transformer`: fbank -> Conv1dSubsampler -> ×√D + positions -> Transformer encoder ->
 Transformer decoder with tied embeddings, trained with label-smoothed cross-entropy."""
+
 from __future__ import annotations
 
 import math
@@ -11,22 +12,59 @@ from torch import nn
 
 from speechxl.losses import ctc_loss, label_smoothed_nll_loss
 from speechxl.models.base import (
-    Seq2SeqConfig, SpeechModel, build_encoder_decoder, config_from_preset, config_to_dict, prefix_size,
+    Seq2SeqConfig,
+    SpeechModel,
+    build_encoder_decoder,
+    config_from_preset,
+    config_to_dict,
+    prefix_size,
 )
-from speechxl.tasks import get_task
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
+from speechxl.tasks import get_task
 
 # fairseq's s2t_transformer_{xs,s,m,l} registrations; attention/activation dropout default to `dropout`.
 SIZES: dict[str, dict[str, Any]] = {
-    "xs": dict(dim=256, encoder_layers=6, decoder_layers=3, encoder_heads=4, decoder_heads=4,
-               encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.3),
-    "s": dict(dim=256, encoder_layers=12, decoder_layers=6, encoder_heads=4, decoder_heads=4,
-              encoder_ffn_dim=2048, decoder_ffn_dim=2048, dropout=0.1),
-    "m": dict(dim=512, encoder_layers=12, decoder_layers=6, encoder_heads=8, decoder_heads=8,
-              encoder_ffn_dim=2048, decoder_ffn_dim=2048, dropout=0.15),
-    "l": dict(dim=1024, encoder_layers=12, decoder_layers=6, encoder_heads=16, decoder_heads=16,
-              encoder_ffn_dim=4096, decoder_ffn_dim=4096, dropout=0.2),
+    "xs": dict(
+        dim=256,
+        encoder_layers=6,
+        decoder_layers=3,
+        encoder_heads=4,
+        decoder_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+        dropout=0.3,
+    ),
+    "s": dict(
+        dim=256,
+        encoder_layers=12,
+        decoder_layers=6,
+        encoder_heads=4,
+        decoder_heads=4,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        dropout=0.1,
+    ),
+    "m": dict(
+        dim=512,
+        encoder_layers=12,
+        decoder_layers=6,
+        encoder_heads=8,
+        decoder_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        dropout=0.15,
+    ),
+    "l": dict(
+        dim=1024,
+        encoder_layers=12,
+        decoder_layers=6,
+        encoder_heads=16,
+        decoder_heads=16,
+        encoder_ffn_dim=4096,
+        decoder_ffn_dim=4096,
+        dropout=0.2,
+    ),
 }
 
 
@@ -51,8 +89,9 @@ class S2TTransformer(SpeechModel):
         super().__init__()
         self.config, self.pad, self.eos, self.blank = config, pad, eos, blank
         c = config
-        self.subsampler = Conv1dSubsampler(c.input_dim, c.conv_channels, c.dim, c.conv_kernel_sizes,
-                                           mask_padding=c.mask_conv_padding)
+        self.subsampler = Conv1dSubsampler(
+            c.input_dim, c.conv_channels, c.dim, c.conv_kernel_sizes, mask_padding=c.mask_conv_padding
+        )
         self.embed_scale = math.sqrt(c.dim)
         self.embed_positions = SinusoidalPositions(c.dim, padding_idx=pad)
         self.encoder, self.decoder = build_encoder_decoder(c, vocab_size, pad)
@@ -82,12 +121,11 @@ class S2TTransformer(SpeechModel):
         enc = self.encode(batch)
         logits = self.decoder(prev, enc["memory"], enc["memory_padding_mask"])
         loss, nll, ntokens = label_smoothed_nll_loss(
-            logits, target, epsilon=self.label_smoothing, ignore_index=self.pad,
-            ignore_prefix_size=prefix_size(batch))
+            logits, target, epsilon=self.label_smoothing, ignore_index=self.pad, ignore_prefix_size=prefix_size(batch)
+        )
         # sample_size counts the tokens that carry loss (the ignored language tag is not one of them)
         name = "st" if task == "triplet" else task  # s2t reads a triplet as ST (+ CTC on its transcript)
-        logs = {f"{name}_loss": loss.item(), "nll_loss": nll.item(), "ntokens": ntokens,
-                "nsentences": target.size(0)}
+        logs = {f"{name}_loss": loss.item(), "nll_loss": nll.item(), "ntokens": ntokens, "nsentences": target.size(0)}
         if self.ctc_head is not None and batch.get("transcript") is not None:
             ctc = self._ctc(enc, batch, prefix_size(batch))
             logs["ctc_loss"] = ctc.item()

@@ -10,6 +10,7 @@ triplet (all three from one batch); loss L_ST + L_ASR + L_MT with equal weights.
 Positions on the audio path: the `<audio>` tag takes the first position and the frames the following
 ones (the tag is part of the sequence, exactly as a language tag is part of a text source).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,12 @@ from transformers import Wav2Vec2Config
 from speechxl.errors import DataError
 from speechxl.losses import label_smoothed_nll_loss
 from speechxl.models.base import (
-    Seq2SeqConfig, SpeechModel, build_encoder_decoder, config_from_preset, config_to_dict, prefix_size,
+    Seq2SeqConfig,
+    SpeechModel,
+    build_encoder_decoder,
+    config_from_preset,
+    config_to_dict,
+    prefix_size,
 )
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.subsampling import Conv1dSubsampler, lengths_to_padding_mask
@@ -33,14 +39,34 @@ from speechxl.tasks import AUDIO, TEXT, get_task
 
 # `base` is the paper's model; `tiny` is for tests and SynthST on a CPU (same 320-sample wav2vec2 stride).
 SIZES: dict[str, dict[str, Any]] = {
-    "base": dict(w2v_preset="base", w2v_overrides={}, conv_channels=1024, dim=512, encoder_layers=6,
-                 decoder_layers=6, encoder_heads=8, decoder_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048,
-                 dropout=0.1),
-    "tiny": dict(w2v_preset="tiny",
-                 w2v_overrides=dict(conv_dim=[64] * 7, hidden_size=96, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=192),
-                 conv_channels=256, dim=128, encoder_layers=2, decoder_layers=2, encoder_heads=4, decoder_heads=4,
-                 encoder_ffn_dim=256, decoder_ffn_dim=256, dropout=0.1),
+    "base": dict(
+        w2v_preset="base",
+        w2v_overrides={},
+        conv_channels=1024,
+        dim=512,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_heads=8,
+        decoder_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        dropout=0.1,
+    ),
+    "tiny": dict(
+        w2v_preset="tiny",
+        w2v_overrides=dict(
+            conv_dim=[64] * 7, hidden_size=96, num_hidden_layers=2, num_attention_heads=4, intermediate_size=192
+        ),
+        conv_channels=256,
+        dim=128,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_heads=4,
+        decoder_heads=4,
+        encoder_ffn_dim=256,
+        decoder_ffn_dim=256,
+        dropout=0.1,
+    ),
 }
 
 # A triplet batch trains three losses: (loss name, encoder input, decoder target). Every other task trains
@@ -97,8 +123,9 @@ class XSTNet(SpeechModel):
             # the same weights whether wav2vec2 is random or loaded (a clean pre-trained vs random ablation)
             torch.manual_seed(int(torch.randint(2**62, ())))
             self.acoustic = build_acoustic(c)
-        self.subsampler = Conv1dSubsampler(self.acoustic.output_dim, c.conv_channels, c.dim, c.conv_kernel_sizes,
-                                           mask_padding=c.mask_conv_padding)
+        self.subsampler = Conv1dSubsampler(
+            self.acoustic.output_dim, c.conv_channels, c.dim, c.conv_kernel_sizes, mask_padding=c.mask_conv_padding
+        )
         self.embed_scale = math.sqrt(c.dim)
         self.embed_positions = SinusoidalPositions(c.dim, padding_idx=pad)
         self.encoder, self.decoder = build_encoder_decoder(c, vocab_size, pad)
@@ -126,7 +153,7 @@ class XSTNet(SpeechModel):
         return self.decoder.embed_tokens
 
     def encoder_input(self, batch: dict[str, Any]) -> str:
-        """"audio" or "text": `batch["encoder_input"]` when set, else the task's (mt reads the transcript)."""
+        """ "audio" or "text": `batch["encoder_input"]` when set, else the task's (mt reads the transcript)."""
         task = batch.get("task")
         default = get_task(task).encoder_input if task else (AUDIO if batch.get("audio") is not None else TEXT)
         choice = batch.get("encoder_input") or default
@@ -142,8 +169,7 @@ class XSTNet(SpeechModel):
     def embed_audio(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) wave -> (B, S, D) embedded encoder input and its padding mask (B, S)."""
         if wave.dim() != 2:
-            raise ValueError(f"xstnet reads raw 16 kHz waves (B, T), got {tuple(wave.shape)}: "
-                             "set data.features=wave")
+            raise ValueError(f"xstnet reads raw 16 kHz waves (B, T), got {tuple(wave.shape)}: set data.features=wave")
         padding = torch.arange(wave.size(1), device=wave.device)[None, :] >= lengths[:, None]
         states, frame_padding = self.acoustic(wave, padding)
         x, frame_lengths = self.subsampler(states, (~frame_padding).sum(dim=1))
@@ -174,11 +200,13 @@ class XSTNet(SpeechModel):
 
     # ------------------------------------------------------------------------------------------- training
 
-    def _loss(self, enc: dict[str, torch.Tensor], prev: torch.Tensor, target: torch.Tensor,
-              skip: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _loss(
+        self, enc: dict[str, torch.Tensor], prev: torch.Tensor, target: torch.Tensor, skip: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         logits = self.decoder(prev, enc["memory"], enc["memory_padding_mask"])
-        return label_smoothed_nll_loss(logits, target, epsilon=self.label_smoothing, ignore_index=self.pad,
-                                       ignore_prefix_size=skip)
+        return label_smoothed_nll_loss(
+            logits, target, epsilon=self.label_smoothing, ignore_index=self.pad, ignore_prefix_size=skip
+        )
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Losses of the batch's task (triplet: st + asr + mt, equal weights).
@@ -204,4 +232,3 @@ class XSTNet(SpeechModel):
             logs["nll_loss"] += nll.item()
             logs["ntokens"] += ntokens
         return {"loss": total, "sample_size": logs["ntokens"], "logs": logs}
-

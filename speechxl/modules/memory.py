@@ -18,21 +18,35 @@ there are depends on the batch's longest utterance). Here padding is masked by d
 an utterance gets the same memory alone or in a padded batch. `mask_padding=False` reproduces the release
 (for faithful runs or imported weights). Like the release, there is no final LayerNorm after the last layer.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from speechxl.modules.transformer import (
-    FeedForward, MultiheadAttention, _Sublayers, key_padding_to_attn_mask,
+    FeedForward,
+    MultiheadAttention,
+    _Sublayers,
+    key_padding_to_attn_mask,
 )
 
 
 class MemoryLayer(_Sublayers):
     """One memory layer: the slots attend to H (cross-attention only) then a feed-forward block."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1, attention_dropout: float = 0.0,
-                 activation_dropout: float = 0.0, activation: str = "relu", normalize_before: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        *,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        activation: str = "relu",
+        normalize_before: bool = True,
+    ):
         super().__init__(dropout, normalize_before)
         self.attn = MultiheadAttention(dim, heads, attention_dropout)
         self.attn_norm = nn.LayerNorm(dim)
@@ -52,19 +66,39 @@ class SemanticMemory(nn.Module):
     """H (B, S, D) with its padding mask -> the memory (B, M, D): `num_slots` learned queries, `num_layers`
     layers. See the module docstring for the computation and `mask_padding`."""
 
-    def __init__(self, num_slots: int, dim: int, heads: int, ffn_dim: int, num_layers: int = 3, *,
-                 dropout: float = 0.1, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
-                 activation: str = "relu", normalize_before: bool = True, mask_padding: bool = True):
+    def __init__(
+        self,
+        num_slots: int,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        num_layers: int = 3,
+        *,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        activation: str = "relu",
+        normalize_before: bool = True,
+        mask_padding: bool = True,
+    ):
         super().__init__()
         if num_slots < 1 or num_layers < 1:
             raise ValueError(f"the memory needs at least one slot and one layer, got {num_slots} and {num_layers}")
         # fairseq's Embedding init (the release's queries are an Embedding(M, D) read through its weight)
-        self.queries = nn.Parameter(torch.randn(num_slots, dim) * dim ** -0.5)
+        self.queries = nn.Parameter(torch.randn(num_slots, dim) * dim**-0.5)
         self.layers = nn.ModuleList(
-            MemoryLayer(dim, heads, ffn_dim, dropout=dropout, attention_dropout=attention_dropout,
-                        activation_dropout=activation_dropout, activation=activation,
-                        normalize_before=normalize_before)
-            for _ in range(num_layers))
+            MemoryLayer(
+                dim,
+                heads,
+                ffn_dim,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                activation_dropout=activation_dropout,
+                activation=activation,
+                normalize_before=normalize_before,
+            )
+            for _ in range(num_layers)
+        )
         self.mask_padding = mask_padding
 
     @property

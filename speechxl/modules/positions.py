@@ -3,6 +3,7 @@
 Sin half then cos half; real positions start at `padding_idx + 1`; padding positions get the zero row.
 Matching fairseq bit for bit is what lets fairseq / HF checkpoints import without retraining.
 """
+
 from __future__ import annotations
 
 import math

@@ -9,6 +9,7 @@ the kept (or averaged) states.
 An utterance whose frames are all blank (or whose labels are all masked by padding) would be left with
 nothing to attend to: it keeps exactly one state, the mean of all its frames, in both modes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,9 @@ from speechxl.modules.subsampling import lengths_to_padding_mask
 MODES = ("first", "average")
 
 
-def shrink_segments(labels: torch.Tensor, lengths: torch.Tensor, blank: int,
-                    mode: str = "first") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def shrink_segments(
+    labels: torch.Tensor, lengths: torch.Tensor, blank: int, mode: str = "first"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Which frame goes into which shrunk state.
 
     labels (B, T) greedy CTC labels, lengths (B,) -> segment (B, T) long: the shrunk position each frame
@@ -39,23 +41,26 @@ def shrink_segments(labels: torch.Tensor, lengths: torch.Tensor, blank: int,
     return segment, member, counts.clamp(min=1)
 
 
-def pack_segments(states: torch.Tensor, segment: torch.Tensor, member: torch.Tensor,
-                  out_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_segments(
+    states: torch.Tensor, segment: torch.Tensor, member: torch.Tensor, out_lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean of the member frames of each segment: (B, T, D) -> (B, S, D) with S = max length, and its
     padding mask (B, S) (True at padding; padded states are zeros)."""
     batch, _, dim = states.shape
     size = int(out_lengths.max())
     weights = member.to(states.dtype)
     index = segment.masked_fill(~member, 0)
-    sums = states.new_zeros(batch, size, dim).scatter_add(1, index[:, :, None].expand(-1, -1, dim),
-                                                          states * weights[:, :, None])
+    sums = states.new_zeros(batch, size, dim).scatter_add(
+        1, index[:, :, None].expand(-1, -1, dim), states * weights[:, :, None]
+    )
     counts = states.new_zeros(batch, size).scatter_add(1, index, weights)
     packed = sums / counts.clamp(min=1)[:, :, None]
     return packed, lengths_to_padding_mask(out_lengths, size)
 
 
-def ctc_shrink(states: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor, blank: int,
-               mode: str = "first") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ctc_shrink(
+    states: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor, blank: int, mode: str = "first"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shrink (B, T, D) acoustic states by their greedy CTC labels (B, T) -> packed states (B, S, D), their
     lengths (B,) and padding mask (B, S)."""
     segment, member, out_lengths = shrink_segments(labels, lengths, blank, mode)

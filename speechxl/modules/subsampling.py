@@ -1,4 +1,5 @@
 """Convolutional front ends that shrink a feature sequence in time."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,14 +23,24 @@ class Conv1dSubsampler(nn.Module):
     exactly what it gets alone; fairseq and HF do not, so imported checkpoints turn it off to match them.
     """
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int,
-                 kernel_sizes: Sequence[int] = (5, 5), mask_padding: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int,
+        out_channels: int,
+        kernel_sizes: Sequence[int] = (5, 5),
+        mask_padding: bool = True,
+    ):
         super().__init__()
         n = len(kernel_sizes)
         self.convs = nn.ModuleList(
-            nn.Conv1d(in_channels if i == 0 else mid_channels // 2,
-                      mid_channels if i < n - 1 else out_channels * 2,
-                      kernel_size=k, stride=2, padding=k // 2)
+            nn.Conv1d(
+                in_channels if i == 0 else mid_channels // 2,
+                mid_channels if i < n - 1 else out_channels * 2,
+                kernel_size=k,
+                stride=2,
+                padding=k // 2,
+            )
             for i, k in enumerate(kernel_sizes)
         )
         self.mask_padding = mask_padding
@@ -83,8 +94,9 @@ class Conv2dSubsampler(nn.Module):
 
     def __init__(self, in_channels: int, conv_channels: int, out_channels: int, layers: int = 2):
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(1 if i == 0 else conv_channels, conv_channels, 3, stride=2, padding=1)
-                                   for i in range(layers))
+        self.convs = nn.ModuleList(
+            nn.Conv2d(1 if i == 0 else conv_channels, conv_channels, 3, stride=2, padding=1) for i in range(layers)
+        )
         bins = in_channels
         for _ in range(layers):
             bins = (bins - 1) // 2 + 1

@@ -12,6 +12,7 @@ with dropout computed eagerly instead of by SDPA's math fallback, q/k/v as one m
 position-wise work on real rows only (`RowPacking`). tests/test_transformer_training_path.py checks it equals
 the eval path.
 """
+
 from __future__ import annotations
 
 import math
@@ -82,8 +83,14 @@ class Dropout(nn.Dropout):
         return torch.addcmul(residual, x, dropout_multiplier(x, self.p))
 
 
-def _eager_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
-                     is_causal: bool, dropout_p: float) -> torch.Tensor:
+def _eager_attention(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    is_causal: bool,
+    dropout_p: float,
+) -> torch.Tensor:
     """softmax(q·kᵀ masked)·v with dropout on the probabilities; q (B, H, t, hd) is already scaled.
 
     For dropout on CPU, SDPA runs its unfused math kernel; these are the same steps without its extra passes
@@ -148,7 +155,7 @@ class MultiheadAttention(nn.Module):
         """
         weights, biases = [p.weight for p in projections], [p.bias for p in projections]
         if projections[0] is self.q_proj and self._eager():
-            weights[0], biases[0] = weights[0] * self.head_dim ** -0.5, biases[0] * self.head_dim ** -0.5
+            weights[0], biases[0] = weights[0] * self.head_dim**-0.5, biases[0] * self.head_dim**-0.5
         if len(projections) == 1:
             return F.linear(x, weights[0], biases[0])
         return F.linear(x, torch.cat(weights), torch.cat(biases))
@@ -164,14 +171,27 @@ class MultiheadAttention(nn.Module):
             return keys, values
         return self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
 
-    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, *,
-                mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
         """x (N, t, D) attends to keys/values (B, H, S, hd) with N = B·k (rows grouped per key row)."""
         q = self._split_heads(self._projection(x, (self.q_proj,)))
         return self.out_proj(self._attend(q, keys, values, mask, is_causal))
 
-    def self_attention(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, is_causal: bool = False,
-                       packing: RowPacking | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def self_attention(
+        self,
+        x: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        packing: RowPacking | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, T, D), or its real rows (N, D) with `packing`, attends to itself -> output shaped like x,
         keys and values (B, H, T, hd)."""
         qkv = self._projection(x, (self.q_proj, self.k_proj, self.v_proj))
@@ -185,7 +205,7 @@ class MultiheadAttention(nn.Module):
         """Attention probabilities of x (N, t, D) over keys (B, H, S, hd), averaged over heads -> (N, t, S).
 
         Computed apart from `forward` (SDPA never materialises them): only callers that need them pay."""
-        q = self._split_heads(self.q_proj(x)) * self.head_dim ** -0.5
+        q = self._split_heads(self.q_proj(x)) * self.head_dim**-0.5
         n = q.size(0)
         if n != keys.size(0):  # grouped rows (beams): each row attends to its utterance's keys
             keys = keys.repeat_interleave(n // keys.size(0), dim=0)
@@ -195,8 +215,9 @@ class MultiheadAttention(nn.Module):
             scores = scores.masked_fill(~mask, float("-inf"))
         return torch.softmax(scores.float(), dim=-1).mean(dim=1)
 
-    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool) -> torch.Tensor:
+    def _attend(
+        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+    ) -> torch.Tensor:
         """Heads (N, H, t, hd) attend -> (N, t, D), before `out_proj`."""
         n, _, t, _ = q.shape
         groups = n // keys.size(0)
@@ -206,8 +227,9 @@ class MultiheadAttention(nn.Module):
         if self._eager():
             out = _eager_attention(q, keys, values, mask, is_causal, self.dropout)
         else:
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=is_causal,
-                                                 dropout_p=self.dropout if self.training else 0.0)
+            out = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+            )
         if groups > 1:
             out = out.view(keys.size(0), self.heads, groups, t, self.head_dim).transpose(1, 2)
         out = out.reshape(n, self.heads, t, self.head_dim).transpose(1, 2)
@@ -242,8 +264,18 @@ class _Sublayers(nn.Module):
 
 
 class EncoderLayer(_Sublayers):
-    def __init__(self, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1, attention_dropout: float = 0.0,
-                 activation_dropout: float = 0.0, activation: str = "relu", normalize_before: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        *,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        activation: str = "relu",
+        normalize_before: bool = True,
+    ):
         super().__init__(dropout, normalize_before)
         self.self_attn = MultiheadAttention(dim, heads, attention_dropout)
         self.self_attn_norm = nn.LayerNorm(dim)
@@ -252,8 +284,9 @@ class EncoderLayer(_Sublayers):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: RowPacking | None = None) -> torch.Tensor:
         """x (B, T, D), or its real rows (N, D) with `packing`."""
-        x = self.residual(x, self.self_attn_norm,
-                          lambda h: self.self_attn.self_attention(h, mask=mask, packing=packing)[0])
+        x = self.residual(
+            x, self.self_attn_norm, lambda h: self.self_attn.self_attention(h, mask=mask, packing=packing)[0]
+        )
         return self.residual(x, self.ffn_norm, self.ffn)
 
 
@@ -264,8 +297,18 @@ class DecoderLayer(_Sublayers):
     keep_cross_attention: bool = False
     cross_attention: torch.Tensor | None = None
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1, attention_dropout: float = 0.0,
-                 activation_dropout: float = 0.0, activation: str = "relu", normalize_before: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        *,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        activation: str = "relu",
+        normalize_before: bool = True,
+    ):
         super().__init__(dropout, normalize_before)
         self.self_attn = MultiheadAttention(dim, heads, attention_dropout)
         self.self_attn_norm = nn.LayerNorm(dim)
@@ -274,8 +317,9 @@ class DecoderLayer(_Sublayers):
         self.ffn = FeedForward(dim, ffn_dim, activation, activation_dropout)
         self.ffn_norm = nn.LayerNorm(dim)
 
-    def _self_attention(self, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None,
-                        new_kv: list[torch.Tensor]) -> torch.Tensor:
+    def _self_attention(
+        self, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, new_kv: list[torch.Tensor]
+    ) -> torch.Tensor:
         t = h.size(1)
         if past is None:  # teacher forcing or a first decoding call: causal over the new tokens
             out, keys, values = self.self_attn.self_attention(h, is_causal=t > 1)
@@ -291,33 +335,57 @@ class DecoderLayer(_Sublayers):
         mask = torch.arange(total, device=h.device)[None, :] <= torch.arange(total - t, total, device=h.device)[:, None]
         return self.self_attn(h, keys, values, mask=mask)
 
-    def forward(self, x: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor | None,
-                past: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cross_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Returns the output and [keys, values] of self-attention including `past` (for the cache)."""
         new_kv: list[torch.Tensor] = []
         x = self.residual(x, self.self_attn_norm, lambda h: self._self_attention(h, past, new_kv))
         x = self.residual(x, self.cross_attn_norm, lambda h: self._cross_attention(h, cross_kv, memory_mask))
         return self.residual(x, self.ffn_norm, self.ffn), new_kv
 
-    def _cross_attention(self, h: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor],
-                         memory_mask: torch.Tensor | None) -> torch.Tensor:
+    def _cross_attention(
+        self, h: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.keep_cross_attention:
             self.cross_attention = self.cross_attn.weights(h, cross_kv[0], memory_mask)
         return self.cross_attn(h, *cross_kv, mask=memory_mask)
 
 
-def _layer_kwargs(dropout: float, attention_dropout: float, activation_dropout: float, activation: str,
-                  normalize_before: bool) -> dict:
-    return dict(dropout=dropout, attention_dropout=attention_dropout, activation_dropout=activation_dropout,
-                activation=activation, normalize_before=normalize_before)
+def _layer_kwargs(
+    dropout: float, attention_dropout: float, activation_dropout: float, activation: str, normalize_before: bool
+) -> dict:
+    return dict(
+        dropout=dropout,
+        attention_dropout=attention_dropout,
+        activation_dropout=activation_dropout,
+        activation=activation,
+        normalize_before=normalize_before,
+    )
 
 
 class TransformerEncoder(nn.Module):
     """Embedded input (B, T, D) -> dropout -> layers -> final_norm (pre-norm only)."""
 
-    def __init__(self, num_layers: int, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1,
-                 attention_dropout: float = 0.0, activation_dropout: float = 0.0, activation: str = "relu",
-                 normalize_before: bool = True, layerdrop: float = 0.0, chunk_frames: int = 0):
+    def __init__(
+        self,
+        num_layers: int,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        *,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        activation: str = "relu",
+        normalize_before: bool = True,
+        layerdrop: float = 0.0,
+        chunk_frames: int = 0,
+    ):
         super().__init__()
         kw = _layer_kwargs(dropout, attention_dropout, activation_dropout, activation, normalize_before)
         self.dropout = Dropout(dropout)
@@ -350,14 +418,27 @@ class TransformerDecoder(nn.Module):
     """Tokens -> embedding ×√D + sinusoidal positions -> layers -> final_norm (pre-norm) -> logits through the
     tied embedding matrix. `forward` is teacher-forced; `step` decodes incrementally with a KV cache."""
 
-    def __init__(self, vocab_size: int, padding_idx: int, num_layers: int, dim: int, heads: int, ffn_dim: int, *,
-                 dropout: float = 0.1, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
-                 activation: str = "relu", normalize_before: bool = True, layerdrop: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        padding_idx: int,
+        num_layers: int,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        *,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        activation: str = "relu",
+        normalize_before: bool = True,
+        layerdrop: float = 0.0,
+    ):
         super().__init__()
         kw = _layer_kwargs(dropout, attention_dropout, activation_dropout, activation, normalize_before)
         self.padding_idx = padding_idx
         self.embed_tokens = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
-        nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=dim ** -0.5)
+        nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=dim**-0.5)
         with torch.no_grad():
             self.embed_tokens.weight[padding_idx].zero_()
         self.embed_scale = math.sqrt(dim)
@@ -376,8 +457,9 @@ class TransformerDecoder(nn.Module):
             x = self.final_norm(x)
         return F.linear(x, self.embed_tokens.weight)
 
-    def forward(self, prev_tokens: torch.Tensor, memory: torch.Tensor,
-                memory_padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, prev_tokens: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """Teacher forcing: (N, U) right-padded tokens -> logits (N, U, V)."""
         x = self._embed(prev_tokens, 0)
         memory_mask = key_padding_to_attn_mask(memory_padding_mask)
@@ -387,8 +469,13 @@ class TransformerDecoder(nn.Module):
             x, _ = layer(x, layer.cross_attn.keys_values(memory), memory_mask)
         return self._output(x)
 
-    def step(self, prev_tokens: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor | None,
-             cache: Cache | None) -> tuple[torch.Tensor, Cache]:
+    def step(
+        self,
+        prev_tokens: torch.Tensor,
+        memory: torch.Tensor,
+        memory_padding_mask: torch.Tensor | None,
+        cache: Cache | None,
+    ) -> tuple[torch.Tensor, Cache]:
         """Incremental decoding: (N, t) tokens so far (no padding) -> logits of the next token (N, V), cache.
 
         Only the tokens not yet in the cache are run (all of them on the first call, e.g. a forced prefix).
@@ -403,8 +490,14 @@ class TransformerDecoder(nn.Module):
                 cache[f"cross_k.{i}"], cache[f"cross_v.{i}"] = layer.cross_attn.keys_values(memory)
             past = (cache[f"self_k.{i}"], cache[f"self_v.{i}"]) if past_len else None
             x, (keys, values) = layer(x, (cache[f"cross_k.{i}"], cache[f"cross_v.{i}"]), memory_mask, past)
-            new_cache.update({f"self_k.{i}": keys, f"self_v.{i}": values,
-                              f"cross_k.{i}": cache[f"cross_k.{i}"], f"cross_v.{i}": cache[f"cross_v.{i}"]})
+            new_cache.update(
+                {
+                    f"self_k.{i}": keys,
+                    f"self_v.{i}": values,
+                    f"cross_k.{i}": cache[f"cross_k.{i}"],
+                    f"cross_v.{i}": cache[f"cross_v.{i}"],
+                }
+            )
         return self._output(x[:, -1]), new_cache
 
     @staticmethod
@@ -415,7 +508,11 @@ class TransformerDecoder(nn.Module):
         groups = rows // mem_rows
         mem_order = torch.div(new_order.view(-1, groups)[:, 0], groups, rounding_mode="floor")
         keep_memory = mem_order.numel() == mem_rows and bool(
-            torch.equal(mem_order, torch.arange(mem_rows, device=mem_order.device)))
-        return {key: value.index_select(0, new_order) if key.startswith("self_")
-                else (value if keep_memory else value.index_select(0, mem_order))
-                for key, value in cache.items()}
+            torch.equal(mem_order, torch.arange(mem_rows, device=mem_order.device))
+        )
+        return {
+            key: value.index_select(0, new_order)
+            if key.startswith("self_")
+            else (value if keep_memory else value.index_select(0, mem_order))
+            for key, value in cache.items()
+        }

@@ -11,6 +11,7 @@ over each utterance's real frames only. (HF's processors instead feed group-norm
 with no attention mask, and fairseq normalises over the padded length — both let padding change the
 output; ours equals their output for the utterance alone.)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,21 +27,47 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 _FAIRSEQ_CNN = {"conv_dim": [512] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2]}
 PRESETS: dict[str, dict[str, Any]] = {
     "base": {
-        **_FAIRSEQ_CNN, "feat_extract_norm": "group", "conv_bias": False, "do_stable_layer_norm": False,
-        "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+        **_FAIRSEQ_CNN,
+        "feat_extract_norm": "group",
+        "conv_bias": False,
+        "do_stable_layer_norm": False,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
         "do_normalize": False,
     },
     "large": {  # LV-60
-        **_FAIRSEQ_CNN, "feat_extract_norm": "layer", "conv_bias": True, "do_stable_layer_norm": True,
-        "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
-        "do_normalize": True, "codevector_dim": 768, "proj_codevector_dim": 768,
+        **_FAIRSEQ_CNN,
+        "feat_extract_norm": "layer",
+        "conv_bias": True,
+        "do_stable_layer_norm": True,
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+        "do_normalize": True,
+        "codevector_dim": 768,
+        "proj_codevector_dim": 768,
     },
     "tiny": {  # tests and SynthST: same stride (320 samples) as the real models, tiny widths
-        **_FAIRSEQ_CNN, "conv_dim": [32] * 7, "feat_extract_norm": "group", "conv_bias": False,
-        "do_stable_layer_norm": False, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "intermediate_size": 64, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4,
-        "num_codevector_groups": 2, "num_codevectors_per_group": 16, "codevector_dim": 32,
-        "proj_codevector_dim": 32, "num_negatives": 10, "do_normalize": False,
+        **_FAIRSEQ_CNN,
+        "conv_dim": [32] * 7,
+        "feat_extract_norm": "group",
+        "conv_bias": False,
+        "do_stable_layer_norm": False,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 4,
+        "num_codevector_groups": 2,
+        "num_codevectors_per_group": 16,
+        "codevector_dim": 32,
+        "proj_codevector_dim": 32,
+        "num_negatives": 10,
+        "do_normalize": False,
     },
 }
 
@@ -126,21 +153,39 @@ class Wav2Vec2Encoder(nn.Module):
             self.model.requires_grad_(False)
 
     @classmethod
-    def from_config(cls, preset: str = "tiny", *, layerdrop: float = 0.0, mask_time_prob: float = 0.0,
-                    mask_time_length: int = 10, **options: Any) -> "Wav2Vec2Encoder":
+    def from_config(
+        cls,
+        preset: str = "tiny",
+        *,
+        layerdrop: float = 0.0,
+        mask_time_prob: float = 0.0,
+        mask_time_length: int = 10,
+        **options: Any,
+    ) -> "Wav2Vec2Encoder":
         """A randomly initialised encoder from a preset (base, large, tiny)."""
-        config = wav2vec2_config(preset, layerdrop=layerdrop, mask_time_prob=mask_time_prob,
-                                 mask_time_length=mask_time_length)
+        config = wav2vec2_config(
+            preset, layerdrop=layerdrop, mask_time_prob=mask_time_prob, mask_time_length=mask_time_length
+        )
         return cls(config, **options)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, layerdrop: float = 0.0, mask_time_prob: float = 0.0,
-                        mask_time_length: int = 10, **options: Any) -> "Wav2Vec2Encoder":
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        layerdrop: float = 0.0,
+        mask_time_prob: float = 0.0,
+        mask_time_length: int = 10,
+        **options: Any,
+    ) -> "Wav2Vec2Encoder":
         """Load an HF Wav2Vec2Model directory (config.json + weights), e.g. from `convert fairseq-wav2vec2`
         or `pretrain-w2v`. Layerdrop and time masking are set here, not taken from the checkpoint."""
         directory = os.fspath(directory)
         model = Wav2Vec2Model.from_pretrained(
-            directory, layerdrop=layerdrop, mask_time_prob=mask_time_prob, mask_time_length=mask_time_length,
+            directory,
+            layerdrop=layerdrop,
+            mask_time_prob=mask_time_prob,
+            mask_time_length=mask_time_length,
         )
         return cls(model.config, model=model, directory=directory, **options)
 
@@ -159,7 +204,9 @@ class Wav2Vec2Encoder(nn.Module):
     def is_frozen(self) -> bool:
         return self.freeze or self.num_updates < self.freeze_updates
 
-    def forward(self, wave: torch.Tensor, padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, wave: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, samples = wave.shape
         if padding_mask is None:
             padding_mask = torch.zeros(batch, samples, dtype=torch.bool, device=wave.device)
@@ -198,7 +245,8 @@ class Wav2Vec2Encoder(nn.Module):
             norm = getattr(layer, "layer_norm", None)
             if isinstance(norm, nn.GroupNorm):
                 first_lengths = conv_output_lengths(
-                    lengths, self.config.conv_kernel[: index + 1], self.config.conv_stride[: index + 1])
+                    lengths, self.config.conv_kernel[: index + 1], self.config.conv_stride[: index + 1]
+                )
                 hidden = layer.activation(_masked_instance_norm(layer.conv(hidden), first_lengths, norm))
             else:
                 hidden = layer(hidden)

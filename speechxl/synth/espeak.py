@@ -7,6 +7,7 @@ reload that resets it (see `Espeak`) would not take place.
 API: espeak-ng's `speak_lib.h` (synchronous mode, audio delivered to a callback) and `espeak_ng.h`
 (`espeak_ng_SetRandSeed`, which makes the noise sources of the synthesiser repeatable).
 """
+
 from __future__ import annotations
 
 import _ctypes
@@ -53,8 +54,14 @@ class Espeak:
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-            ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
         ]
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self._data_path, _INITIALIZE_DONT_EXIT)
@@ -75,8 +82,9 @@ class Espeak:
             self._chunks.append(ctypes.string_at(wav, 2 * n_samples))
         return 0  # 0 = continue synthesis
 
-    def synthesize(self, text: str, voice: str, *, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-                   seed: int = 0) -> np.ndarray:
+    def synthesize(
+        self, text: str, voice: str, *, rate: int = 175, pitch: int = 50, pitch_range: int = 50, seed: int = 0
+    ) -> np.ndarray:
         """Speak `text` with `voice` ("en-us", "en+m3", "de+f2", ...): int16 samples at `self.sample_rate`.
 
         rate: words per minute (80-450); pitch, pitch_range: 0-100 (espeak default 50); seed: the synthesiser's

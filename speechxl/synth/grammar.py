@@ -18,6 +18,7 @@ Text is cased and punctuated like a transcript (capital first letter, German nou
 period or question mark; a comma after a fronted adverbial in French only, where it is the norm), with
 every number written as words so that espeak-ng can speak it.
 """
+
 from __future__ import annotations
 
 import random
@@ -29,8 +30,22 @@ from functools import lru_cache
 from num2words import num2words
 
 from speechxl.synth.lexicon import (
-    ADJECTIVES, ADVERBIALS, INTRANSITIVE_VERBS, NOUNS, PERSONS, PREPOSITIONS, PRONOUNS, REPORTING_VERBS,
-    TRANSITIVE_VERBS, Adjective, Adverbial, Noun, Preposition, Pronoun, ReportingVerb, Verb,
+    ADJECTIVES,
+    ADVERBIALS,
+    INTRANSITIVE_VERBS,
+    NOUNS,
+    PERSONS,
+    PREPOSITIONS,
+    PRONOUNS,
+    REPORTING_VERBS,
+    TRANSITIVE_VERBS,
+    Adjective,
+    Adverbial,
+    Noun,
+    Preposition,
+    Pronoun,
+    ReportingVerb,
+    Verb,
 )
 
 LANGS = ("en", "de", "fr", "es")
@@ -59,7 +74,7 @@ class NounPhrase:
     noun: Noun
     definite: bool
     plural: bool = False
-    count: int = 0              # a number word (≥ 2) before the noun; with definite: "the three books"
+    count: int = 0  # a number word (≥ 2) before the noun; with definite: "the three books"
     adjective: Adjective | None = None
 
     def __post_init__(self) -> None:
@@ -81,7 +96,7 @@ class PrepPhrase:
 @dataclass(frozen=True)
 class Clause:
     subject: Subject
-    verb: Verb | None               # None: the copula with `predicate`
+    verb: Verb | None  # None: the copula with `predicate`
     obj: NounPhrase | None = None
     pp: PrepPhrase | None = None
     predicate: Adjective | None = None
@@ -183,10 +198,12 @@ def _en_pp(pp: PrepPhrase) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------
 # German
 
-_DE_DEFINITE = {"nom": ("der", "die", "das", "die"), "acc": ("den", "die", "das", "die"),
-                "dat": ("dem", "der", "dem", "den")}
-_DE_INDEFINITE = {"nom": ("ein", "eine", "ein"), "acc": ("einen", "eine", "ein"),
-                  "dat": ("einem", "einer", "einem")}
+_DE_DEFINITE = {
+    "nom": ("der", "die", "das", "die"),
+    "acc": ("den", "die", "das", "die"),
+    "dat": ("dem", "der", "dem", "den"),
+}
+_DE_INDEFINITE = {"nom": ("ein", "eine", "ein"), "acc": ("einen", "eine", "ein"), "dat": ("einem", "einer", "einem")}
 _DE_GENDER_INDEX = {"m": 0, "f": 1, "n": 2}
 
 
@@ -232,14 +249,13 @@ _DE_SEIN = {"1sg": "bin", "3sg": "ist", "1pl": "sind", "3pl": "sind"}
 _DE_HABEN = {"1sg": "habe", "3sg": "hat", "1pl": "haben", "3pl": "haben"}
 
 
-def _de_clause(c: Clause, mode: str, *, vorfeld: list[str] | None = None, front_adverbial: bool = False
-               ) -> list[str]:
+def _de_clause(c: Clause, mode: str, *, vorfeld: list[str] | None = None, front_adverbial: bool = False) -> list[str]:
     """mode: "main" (verb-second: the subject, the adverbial with `front_adverbial`, or `vorfeld` fills
     the first position), "sub" (verb-final, after weil/dass) or "question" (verb-first)."""
     if front_adverbial and c.adverbial:
         vorfeld = [c.adverbial.de]
     person = _person(c.subject)
-    right: list[str] = []          # the right sentence bracket: participle or separable particle
+    right: list[str] = []  # the right sentence bracket: participle or separable particle
     if c.verb is None:
         finite = _DE_SEIN[person]
     elif c.perfect:
@@ -251,18 +267,18 @@ def _de_clause(c: Clause, mode: str, *, vorfeld: list[str] | None = None, front_
             right = [c.verb.de_particle]
     middle: list[str] = []
     if c.adverbial and not front_adverbial:
-        middle.append(c.adverbial.de)   # time before objects ("liest heute das Buch")
+        middle.append(c.adverbial.de)  # time before objects ("liest heute das Buch")
     if c.obj:
         middle += _de_np(c.obj, "dat" if c.verb and c.verb.de_dative else "acc")
     if c.negated:
-        middle.append("nicht")          # after a definite object, before a PP, predicate or participle
+        middle.append("nicht")  # after a definite object, before a PP, predicate or participle
     if c.pp:
         middle += [c.pp.prep.de, *_de_np(c.pp.np, "dat" if c.pp.prep.de_dative else "acc")]
     if c.predicate:
         middle.append(c.predicate.de)
     subject = _de_subject(c.subject)
     if mode == "sub":
-        if right and not c.perfect:     # separable verb written as one word at the end: "anruft"
+        if right and not c.perfect:  # separable verb written as one word at the end: "anruft"
             return [*subject, *middle, right[0] + finite]
         return [*subject, *middle, *right, finite]
     if mode == "question":
@@ -372,7 +388,7 @@ def _es_clause(c: Clause, *, front_adverbial: bool = False) -> list[str]:
 # Finishing: contractions, elision, casing, punctuation
 
 _FR_ELIDING = {"le", "la", "je", "ne", "que", "de"}
-_FR_NO_ELISION = ("huit", "onze")   # "que huit", "que onze": numbers that block elision
+_FR_NO_ELISION = ("huit", "onze")  # "que huit", "que onze": numbers that block elision
 
 
 def _fr_vowel_initial(word: str) -> bool:
@@ -421,7 +437,7 @@ def _finish(lang: str, words: list[str], end: str) -> str:
     # French typography puts a space before "?"; the other three languages do not.
     text += (" " + end) if (lang == "fr" and end == "?") else end
     first = next(i for i, ch in enumerate(text) if ch.isalpha())
-    return text[:first] + text[first].upper() + text[first + 1:]
+    return text[:first] + text[first].upper() + text[first + 1 :]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -465,8 +481,7 @@ def _since(lang: str, reason: Clause, main: Clause) -> Words:
 def _report(lang: str, speaker: Subject, verb: ReportingVerb, content: Clause) -> Words:
     person = _person(speaker)
     if lang == "en":
-        return [*_en_subject(speaker), verb.en if person == "3sg" else verb.en_base, "that",
-                *_en_clause(content)], "."
+        return [*_en_subject(speaker), verb.en if person == "3sg" else verb.en_base, "that", *_en_clause(content)], "."
     if lang == "de":
         de_verb = verb.de[0] if person == "1sg" else verb.de[1] if person == "3sg" else verb.de[2]
         return [*_de_subject(speaker), de_verb, ",", "dass", *_de_clause(content, "sub")], "."
@@ -505,17 +520,17 @@ def statement(c: Clause, *, front_adverbial: bool = False) -> Sentence:
 
 
 def because(main: Clause, reason: Clause) -> Sentence:
-    """"X because Y" — German "X, weil Y" with the verb last in Y."""
+    """ "X because Y" — German "X, weil Y" with the verb last in Y."""
     return _sentence(_because, main, reason)
 
 
 def since(reason: Clause, main: Clause) -> Sentence:
-    """"Because Y, X" — the fronted clause fills German's first position, so the verb follows it."""
+    """ "Because Y, X" — the fronted clause fills German's first position, so the verb follows it."""
     return _sentence(_since, reason, main)
 
 
 def report(speaker: Subject, verb: ReportingVerb, content: Clause) -> Sentence:
-    """"S says that Y" — German "S sagt, dass Y" with the verb last in Y."""
+    """ "S says that Y" — German "S sagt, dass Y" with the verb last in Y."""
     return _sentence(_report, speaker, verb, content)
 
 
@@ -542,9 +557,13 @@ _PP_NOUNS = {name: _with_tags(p.np_tags) for name, p in PREPOSITIONS.items()}
 _ADJECTIVES_FOR = {n: tuple(a for a in ADJECTIVES if a.tags & n.tags) for n in NOUNS}
 _COPULA_SUBJECTS = {a: _with_tags(a.tags) for a in ADJECTIVES}
 _THIRD_PERSON_PRONOUNS = tuple(p for p in PRONOUNS if p.person == "3sg")
-_ADVERBIALS_FOR = {(perfect, negated): tuple(a for a in ADVERBIALS if (a.with_perfect or not perfect)
-                                             and (a.with_negation or not negated))
-                   for perfect in (False, True) for negated in (False, True)}
+_ADVERBIALS_FOR = {
+    (perfect, negated): tuple(
+        a for a in ADVERBIALS if (a.with_perfect or not perfect) and (a.with_negation or not negated)
+    )
+    for perfect in (False, True)
+    for negated in (False, True)
+}
 
 
 def _random_count(rng: random.Random) -> int:
@@ -558,8 +577,9 @@ def _random_count(rng: random.Random) -> int:
     return n + 1 if n % 100 == 1 else n
 
 
-def _random_np(rng: random.Random, nouns: tuple[Noun, ...], *, definite_only: bool = False,
-               adjective_p: float = 0.3) -> NounPhrase:
+def _random_np(
+    rng: random.Random, nouns: tuple[Noun, ...], *, definite_only: bool = False, adjective_p: float = 0.3
+) -> NounPhrase:
     noun = rng.choice(nouns)
     adjectives = _ADJECTIVES_FOR[noun]
     adjective = rng.choice(adjectives) if adjectives and rng.random() < adjective_p else None
@@ -567,7 +587,7 @@ def _random_np(rng: random.Random, nouns: tuple[Noun, ...], *, definite_only: bo
         return NounPhrase(noun, definite=True, adjective=adjective)
     r = rng.random()
     if definite_only:
-        r *= 0.75   # only the definite shapes below
+        r *= 0.75  # only the definite shapes below
     if r < 0.40:
         return NounPhrase(noun, definite=True, adjective=adjective)
     if r < 0.58:
@@ -596,7 +616,7 @@ def _random_clause(rng: random.Random, *, third_person: bool = False, negatable:
         verb, predicate = None, rng.choice(ADJECTIVES)
         nouns = _COPULA_SUBJECTS[predicate]
         if "person" in predicate.tags and rng.random() < 0.15:
-            subject: Subject = rng.choice(_THIRD_PERSON_PRONOUNS)   # he/she: gender known for agreement
+            subject: Subject = rng.choice(_THIRD_PERSON_PRONOUNS)  # he/she: gender known for agreement
         else:
             subject = _random_np(rng, nouns, definite_only=True, adjective_p=0.0)
     elif r < 0.75:
@@ -618,8 +638,9 @@ def _random_clause(rng: random.Random, *, third_person: bool = False, negatable:
     adverbial = None
     if rng.random() < 0.35:
         adverbial = rng.choice(_ADVERBIALS_FOR[(perfect, negated)])
-    return Clause(subject, verb, obj=obj, pp=pp, predicate=predicate, perfect=perfect, negated=negated,
-                  adverbial=adverbial)
+    return Clause(
+        subject, verb, obj=obj, pp=pp, predicate=predicate, perfect=perfect, negated=negated, adverbial=adverbial
+    )
 
 
 def _random_plan(rng: random.Random) -> tuple[Callable[..., Words], tuple]:

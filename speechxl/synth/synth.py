@@ -12,6 +12,7 @@ Layouts (the real ones, so `speechxl prep` reads SynthST with the same code as t
            DIR/<src>/covost_v2.<src>_<tgt>.tsv                   en->each language; de->en when de is asked
   both     DIR/ext_mt/train.{en,XX} (text only), DIR/synth_info.json (provenance)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,12 +53,14 @@ class VoicePool:
 # an accent and a variant that training never uses, like a new speaker in a real test set.
 VOICES = {
     "en": VoicePool(
-        seen=tuple(f"{accent}+{variant}" for accent in ("en-us", "en", "en-gb-scotland")
-                   for variant in ("m1", "m3", "f2", "f4")),
+        seen=tuple(
+            f"{accent}+{variant}"
+            for accent in ("en-us", "en", "en-gb-scotland")
+            for variant in ("m1", "m3", "f2", "f4")
+        ),
         held_out="en-gb-x-rp+f5",
     ),
-    "de": VoicePool(seen=tuple(f"de+{variant}" for variant in ("m1", "m3", "m4", "f1", "f2", "f4")),
-                    held_out="de+m6"),
+    "de": VoicePool(seen=tuple(f"de+{variant}" for variant in ("m1", "m3", "m4", "f1", "f2", "f4")), held_out="de+m6"),
 }
 RATE_WPM = (140, 210)  # espeak default 175
 PITCH = (30, 70)  # espeak default 50 (0-100)
@@ -67,8 +70,18 @@ GAP_SECONDS = (0.3, 1.0)  # silence around and between the segments of a talk
 CLIP_PAD_SECONDS = (0.1, 0.5)  # silence before and after a Common Voice clip
 # Common Voice metadata derived from the voice, so a voice looks like one speaker (one client_id).
 ACCENTS = {"en-us": "us", "en": "england", "en-gb-scotland": "scotland", "en-gb-x-rp": "england", "de": "germany"}
-VALIDATED_COLUMNS = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent",
-                     "locale", "segment"]
+VALIDATED_COLUMNS = [
+    "client_id",
+    "path",
+    "sentence",
+    "up_votes",
+    "down_votes",
+    "age",
+    "gender",
+    "accent",
+    "locale",
+    "segment",
+]
 COVOST_COLUMNS = ["path", "sentence", "translation", "client_id", "split"]
 
 
@@ -103,8 +116,17 @@ class ClipJob:
     trail: int
 
 
-def synthesize(out: str | os.PathLike, layout: str, langs: Sequence[str], n_train: int, n_dev: int, n_test: int,
-               n_ext_mt: int = 0, seed: int = 1, jobs: int = 0) -> dict:
+def synthesize(
+    out: str | os.PathLike,
+    layout: str,
+    langs: Sequence[str],
+    n_train: int,
+    n_dev: int,
+    n_test: int,
+    n_ext_mt: int = 0,
+    seed: int = 1,
+    jobs: int = 0,
+) -> dict:
     """Generate SynthST under `out` (which must be empty or absent) and return what `synth_info.json` holds."""
     langs = _check_args(out, layout, langs, (n_train, n_dev, n_test, n_ext_mt))
     out = Path(out)
@@ -120,9 +142,16 @@ def synthesize(out: str | os.PathLike, layout: str, langs: Sequence[str], n_trai
         info = _write_covost2(out, langs, sentences, seed, jobs)
     if n_ext_mt:
         _write_ext_mt(out / "ext_mt", langs, sentences["ext_mt"])
-    info = {"seed": seed, "layout": layout, "langs": list(langs), "counts": sizes, "ext_mt": n_ext_mt, **info,
-            "voice_pools": {lang: {"seen": list(p.seen), "held_out": p.held_out} for lang, p in VOICES.items()},
-            "synthesizer": "espeak-ng (espeakng-loader)"}
+    info = {
+        "seed": seed,
+        "layout": layout,
+        "langs": list(langs),
+        "counts": sizes,
+        "ext_mt": n_ext_mt,
+        **info,
+        "voice_pools": {lang: {"seen": list(p.seen), "held_out": p.held_out} for lang, p in VOICES.items()},
+        "synthesizer": "espeak-ng (espeakng-loader)",
+    }
     (out / "synth_info.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(_summary(info, out, time.perf_counter() - started))
     return info
@@ -155,8 +184,14 @@ def _rng(seed: int, *parts: str) -> random.Random:
 
 
 def _plan_utterance(rng: random.Random, text: str, voice: str) -> Utterance:
-    return Utterance(text=text, voice=voice, rate=rng.randint(*RATE_WPM), pitch=rng.randint(*PITCH),
-                     pitch_range=rng.randint(*PITCH_RANGE), noise_seed=rng.randrange(1, 2**31))
+    return Utterance(
+        text=text,
+        voice=voice,
+        rate=rng.randint(*RATE_WPM),
+        pitch=rng.randint(*PITCH),
+        pitch_range=rng.randint(*PITCH_RANGE),
+        noise_seed=rng.randrange(1, 2**31),
+    )
 
 
 def _voice_cycle(rng: random.Random, lang: str, split: str) -> Callable[[int], str]:
@@ -177,8 +212,14 @@ def _seconds(rng: random.Random, bounds: tuple[float, float]) -> int:
 def _speak(utterance: Utterance) -> np.ndarray:
     """int16 samples at 16 kHz."""
     engine = get_espeak()
-    wave = engine.synthesize(utterance.text, utterance.voice, rate=utterance.rate, pitch=utterance.pitch,
-                             pitch_range=utterance.pitch_range, seed=utterance.noise_seed)
+    wave = engine.synthesize(
+        utterance.text,
+        utterance.voice,
+        rate=utterance.rate,
+        pitch=utterance.pitch,
+        pitch_range=utterance.pitch_range,
+        seed=utterance.noise_seed,
+    )
     return soxr.resample(wave, engine.sample_rate, SAMPLE_RATE)
 
 
@@ -199,8 +240,7 @@ def _render_clip(job: ClipJob) -> int:
     """Write the 48 kHz mp3 clip; return the speech length in 16 kHz samples."""
     speech = _speak(job.utterance)
     wave = np.concatenate([np.zeros(job.lead, np.int16), speech, np.zeros(job.trail, np.int16)])
-    sf.write(job.path, soxr.resample(wave, SAMPLE_RATE, MP3_RATE), MP3_RATE, format="MP3",
-             subtype="MPEG_LAYER_III")
+    sf.write(job.path, soxr.resample(wave, SAMPLE_RATE, MP3_RATE), MP3_RATE, format="MP3", subtype="MPEG_LAYER_III")
     return len(speech)
 
 
@@ -254,8 +294,10 @@ def _write_mustc(out: Path, langs: list[str], sentences: dict[str, list[Sentence
             for lang in langs[1:]:
                 _hard_link(Path(job.path), out / f"en-{lang}" / "data" / name / "wav" / wav)
             for (offset, length), sentence in zip(next(segments), talk):
-                yaml_lines.append(f"- {{duration: {length / SAMPLE_RATE:.6f}, offset: {offset / SAMPLE_RATE:.6f}, "
-                                  f"speaker_id: {speaker}, wav: {wav}}}\n")
+                yaml_lines.append(
+                    f"- {{duration: {length / SAMPLE_RATE:.6f}, offset: {offset / SAMPLE_RATE:.6f}, "
+                    f"speaker_id: {speaker}, wav: {wav}}}\n"
+                )
                 texts.append(sentence)
                 seconds += length / SAMPLE_RATE
         voices[name] = sorted({job.utterances[0].voice for job, _, _ in plans[split]})
@@ -264,13 +306,16 @@ def _write_mustc(out: Path, langs: list[str], sentences: dict[str, list[Sentence
             (txt / f"{name}.yaml").write_text("".join(yaml_lines), encoding="utf-8")
             _write_lines(txt / f"{name}.en", (s.en for s in texts))
             _write_lines(txt / f"{name}.{lang}", (s.text(lang) for s in texts))
-    return {"splits": MUSTC_SPLITS, "directions": [f"en-{lang}" for lang in langs],
-            "utterances": sum(len(sentences[s]) for s in SPLITS), "voices": {"en": voices},
-            "hours": {"en": round(seconds / 3600, 4)}}
+    return {
+        "splits": MUSTC_SPLITS,
+        "directions": [f"en-{lang}" for lang in langs],
+        "utterances": sum(len(sentences[s]) for s in SPLITS),
+        "voices": {"en": voices},
+        "hours": {"en": round(seconds / 3600, 4)},
+    }
 
 
-def _write_covost2(out: Path, langs: list[str], sentences: dict[str, list[Sentence]], seed: int,
-                   jobs: int) -> dict:
+def _write_covost2(out: Path, langs: list[str], sentences: dict[str, list[Sentence]], seed: int, jobs: int) -> dict:
     """A Common Voice root per speech language: English speech for en->X, German speech for de->en."""
     directions = [("en", lang) for lang in langs] + ([("de", "en")] if "de" in langs else [])
     sources = list(dict.fromkeys(src for src, _ in directions))
@@ -284,8 +329,12 @@ def _write_covost2(out: Path, langs: list[str], sentences: dict[str, list[Senten
             for i, sentence in enumerate(sentences[split]):
                 clip_number += 1
                 path = out / src / "clips" / f"common_voice_{src}_{clip_number}.mp3"
-                job = ClipJob(str(path), _plan_utterance(rng, sentence.text(src), voice_of(i)),
-                              _seconds(rng, CLIP_PAD_SECONDS), _seconds(rng, CLIP_PAD_SECONDS))
+                job = ClipJob(
+                    str(path),
+                    _plan_utterance(rng, sentence.text(src), voice_of(i)),
+                    _seconds(rng, CLIP_PAD_SECONDS),
+                    _seconds(rng, CLIP_PAD_SECONDS),
+                )
                 plans.append((src, split, job, sentence))
 
     lengths = _run(_render_clip, [job for _, _, job, _ in plans], [1] * len(plans), jobs, "synth covost2")
@@ -295,19 +344,43 @@ def _write_covost2(out: Path, langs: list[str], sentences: dict[str, list[Senten
         mine = [(split, job, s) for (source, split, job, s) in plans if source == src]
         for split in SPLITS:
             voices[src][split] = sorted({job.utterance.voice for sp, job, _ in mine if sp == split})
-        _write_tsv(out / src / "validated.tsv", VALIDATED_COLUMNS,
-                   ([_client_id(job.utterance.voice), Path(job.path).name, s.text(src), "2", "0", "",
-                     _gender(job.utterance.voice), ACCENTS.get(job.utterance.voice.split("+")[0], ""), src, ""]
-                    for _, job, s in mine))
+        _write_tsv(
+            out / src / "validated.tsv",
+            VALIDATED_COLUMNS,
+            (
+                [
+                    _client_id(job.utterance.voice),
+                    Path(job.path).name,
+                    s.text(src),
+                    "2",
+                    "0",
+                    "",
+                    _gender(job.utterance.voice),
+                    ACCENTS.get(job.utterance.voice.split("+")[0], ""),
+                    src,
+                    "",
+                ]
+                for _, job, s in mine
+            ),
+        )
         for tgt in (t for s, t in directions if s == src):
-            _write_tsv(out / src / f"covost_v2.{src}_{tgt}.tsv", COVOST_COLUMNS,
-                       ([Path(job.path).name, s.text(src), s.text(tgt), _client_id(job.utterance.voice), split]
-                        for split, job, s in mine))
+            _write_tsv(
+                out / src / f"covost_v2.{src}_{tgt}.tsv",
+                COVOST_COLUMNS,
+                (
+                    [Path(job.path).name, s.text(src), s.text(tgt), _client_id(job.utterance.voice), split]
+                    for split, job, s in mine
+                ),
+            )
     for (src, _, _, _), length in zip(plans, lengths):
         seconds[src] += length / SAMPLE_RATE
-    return {"splits": {split: split for split in SPLITS}, "directions": [f"{s}-{t}" for s, t in directions],
-            "utterances": len(plans), "voices": voices,
-            "hours": {src: round(s / 3600, 4) for src, s in seconds.items()}}
+    return {
+        "splits": {split: split for split in SPLITS},
+        "directions": [f"{s}-{t}" for s, t in directions],
+        "utterances": len(plans),
+        "voices": voices,
+        "hours": {src: round(s / 3600, 4) for src, s in seconds.items()},
+    }
 
 
 def _client_id(voice: str) -> str:
@@ -345,8 +418,12 @@ def _write_tsv(path: Path, header: list[str], rows: Iterable[list[str]]) -> None
 
 def _one_line(text: str, path: Path, line: int, forbidden: str = "\n\r") -> str:
     if any(c in text for c in forbidden):
-        raise DataError(path, f"generated text {text!r} contains a character the file cannot hold "
-                        f"({', '.join(repr(c) for c in forbidden if c in text)})", line)
+        raise DataError(
+            path,
+            f"generated text {text!r} contains a character the file cannot hold "
+            f"({', '.join(repr(c) for c in forbidden if c in text)})",
+            line,
+        )
     return text
 
 

@@ -2,8 +2,10 @@
 
 Tasks share one manifest per split. Each task gets its own budget (fbank frames / wave samples / tokens)
 and, with several tasks or external MT, a MultitaskSampler mixes them with the ratios documented on
-`DataConfig`, or with a progressive-training stage's own (`task_ratios`). Validation runs on the main rank only, unsharded and unshuffled.
+`DataConfig`, or with a progressive-training stage's own (`task_ratios`). Validation runs on the main rank
+only, unsharded and unshuffled.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +16,12 @@ import torch
 
 from speechxl.config import DataConfig, ExperimentConfig
 from speechxl.data.batching import (
-    BatchLoader, DynamicBatchSampler, FeatureConfig, MultitaskSampler, SpeechTextDataset, build_loader,
+    BatchLoader,
+    DynamicBatchSampler,
+    FeatureConfig,
+    MultitaskSampler,
+    SpeechTextDataset,
+    build_loader,
     load_datasets,
 )
 from speechxl.errors import DataError
@@ -35,10 +42,18 @@ def _manifest(cfg: DataConfig, split: str) -> Path:
     return path
 
 
-def _sampler(dataset: SpeechTextDataset, cfg: DataConfig, task: str, *, seed: int, shuffle: bool,
-             rank: int, world_size: int) -> DynamicBatchSampler:
-    return DynamicBatchSampler(dataset.sizes, max_tokens=_budget(cfg, task), max_sentences=cfg.max_sentences,
-                               seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
+def _sampler(
+    dataset: SpeechTextDataset, cfg: DataConfig, task: str, *, seed: int, shuffle: bool, rank: int, world_size: int
+) -> DynamicBatchSampler:
+    return DynamicBatchSampler(
+        dataset.sizes,
+        max_tokens=_budget(cfg, task),
+        max_sentences=cfg.max_sentences,
+        seed=seed,
+        shuffle=shuffle,
+        rank=rank,
+        world_size=world_size,
+    )
 
 
 class LoaderData:
@@ -86,8 +101,14 @@ def validation_tasks(task_ratios: Mapping[str, float]) -> list[str]:
     return [task for task in task_ratios if task != EXT_MT] or ["mt"]
 
 
-def build_train_data(cfg: ExperimentConfig, vocab, env: DistEnv, *, task_ratios: Mapping[str, float] | None = None,
-                     seed: int | None = None) -> LoaderData:
+def build_train_data(
+    cfg: ExperimentConfig,
+    vocab,
+    env: DistEnv,
+    *,
+    task_ratios: Mapping[str, float] | None = None,
+    seed: int | None = None,
+) -> LoaderData:
     """Training batches mixing `task_ratios` (task or `ext_mt` -> sampling ratio; default
     `default_task_ratios`), sampled with `seed` (default train.seed), and validation batches of those tasks."""
     data = cfg.data
@@ -97,27 +118,44 @@ def build_train_data(cfg: ExperimentConfig, vocab, env: DistEnv, *, task_ratios:
     if unknown:
         raise DataError("data.tasks", f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
     features = FeatureConfig.from_data(dataclasses.asdict(data), train=True)  # SpecAugment only on train=True sets
-    options = dict(features=features, prepend_lang_tag=data.prepend_lang_tag, seed=seed,
-                   langs={"src_lang": data.src_lang, "tgt_lang": data.tgt_lang})
+    options = dict(
+        features=features,
+        prepend_lang_tag=data.prepend_lang_tag,
+        seed=seed,
+        langs={"src_lang": data.src_lang, "tgt_lang": data.tgt_lang},
+    )
     datasets: dict[str, SpeechTextDataset] = load_datasets(
-        _manifest(data, data.train_split), [t for t in ratios if t != EXT_MT], vocab, train=True, **options)
+        _manifest(data, data.train_split), [t for t in ratios if t != EXT_MT], vocab, train=True, **options
+    )
     if EXT_MT in ratios:
         if not data.ext_mt_split:
-            raise DataError("data.ext_mt_split", "the training tasks include ext_mt but data.ext_mt_split is not "
-                                                 "set (the external MT manifest prep writes as ext_mt.tsv)")
-        datasets[EXT_MT] = SpeechTextDataset.from_manifest(_manifest(data, data.ext_mt_split), "mt", vocab,
-                                                           train=True, **options)
+            raise DataError(
+                "data.ext_mt_split",
+                "the training tasks include ext_mt but data.ext_mt_split is not "
+                "set (the external MT manifest prep writes as ext_mt.tsv)",
+            )
+        datasets[EXT_MT] = SpeechTextDataset.from_manifest(
+            _manifest(data, data.ext_mt_split), "mt", vocab, train=True, **options
+        )
     # in `ratios` order: the MultitaskSampler's draws map to tasks in that order
-    samplers = {name: _sampler(datasets[name], data, datasets[name].task, seed=seed, shuffle=True, rank=env.rank,
-                               world_size=env.world_size) for name in ratios}
+    samplers = {
+        name: _sampler(
+            datasets[name], data, datasets[name].task, seed=seed, shuffle=True, rank=env.rank, world_size=env.world_size
+        )
+        for name in ratios
+    }
     if len(samplers) == 1:
         sampler: DynamicBatchSampler | MultitaskSampler = next(iter(samplers.values()))
     else:
         sampler = MultitaskSampler(samplers, ratios, seed=seed, epoch_task=next(iter(ratios)))
     train = build_loader(datasets, sampler, num_workers=data.num_workers)
-    valid_sets = load_datasets(_manifest(data, data.valid_split), validation_tasks(ratios), vocab, train=False,
-                               **options)
-    valid = {task: build_loader(ds, _sampler(ds, data, task, seed=seed, shuffle=False, rank=0, world_size=1),
-                                num_workers=data.num_workers)
-             for task, ds in valid_sets.items()}
+    valid_sets = load_datasets(
+        _manifest(data, data.valid_split), validation_tasks(ratios), vocab, train=False, **options
+    )
+    valid = {
+        task: build_loader(
+            ds, _sampler(ds, data, task, seed=seed, shuffle=False, rank=0, world_size=1), num_workers=data.num_workers
+        )
+        for task, ds in valid_sets.items()
+    }
     return LoaderData(train, valid)

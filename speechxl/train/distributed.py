@@ -3,6 +3,7 @@
 One process runs without a process group; every helper then degrades to the identity, so the training
 loop has one code path.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Training logs: JSONL (run_dir/train_log.jsonl), TensorBoard when installed, and the tqdm bar's numbers."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,11 @@ class RunLog:
         """Drop records past `update`: a resumed run rewrites them, and the log must read as one run."""
         if not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("update", 0) <= update]
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("update", 0) <= update
+        ]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         os.replace(tmp, self.path)

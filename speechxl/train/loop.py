@@ -4,6 +4,7 @@ Gradient normalisation follows fairseq: models return *summed* losses and a `sam
 both over accumulation steps and DDP ranks and divides the gradients by the total, so an update does not
 depend on how its global batch is split into micro-batches or processes.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,15 +21,32 @@ from tqdm import tqdm
 
 from speechxl import checkpoint as ckpt
 from speechxl.config import (
-    INIT_PREVIOUS, ExperimentConfig, Stage, TrainConfig, config_to_dict, dump_config, load_config, parse_stages,
-    schedule_updates, stage_at, stage_starts, stage_train_config, total_updates,
+    INIT_PREVIOUS,
+    ExperimentConfig,
+    Stage,
+    TrainConfig,
+    config_to_dict,
+    dump_config,
+    load_config,
+    parse_stages,
+    schedule_updates,
+    stage_at,
+    stage_starts,
+    stage_train_config,
+    total_updates,
 )
 from speechxl.errors import CheckpointError, DataError, TrainingError
 from speechxl.inference.decode import DecodeOptions, batch_references, decode_batch, score_output
-from speechxl.tasks import decoded_task, get_task
+from speechxl.tasks import decoded_task
 from speechxl.train.batches import build_train_data, validation_tasks
 from speechxl.train.distributed import (
-    DistEnv, all_reduce_sum, barrier, broadcast_from_main, gather_objects, init_distributed, shutdown,
+    DistEnv,
+    all_reduce_sum,
+    barrier,
+    broadcast_from_main,
+    gather_objects,
+    init_distributed,
+    shutdown,
     sum_dicts_over_ranks,
 )
 from speechxl.train.logs import RunLog, summarize
@@ -101,9 +119,16 @@ class Handover:
 
 # ---------------------------------------------------------------------------------------------- the loop
 
-def train(cfg: ExperimentConfig, *, model: torch.nn.Module | None = None, vocab=None,
-          data: TrainData | None = None, vocab_files: list[Path] | None = None,
-          until_stage: str | None = None) -> TrainState:
+
+def train(
+    cfg: ExperimentConfig,
+    *,
+    model: torch.nn.Module | None = None,
+    vocab=None,
+    data: TrainData | None = None,
+    vocab_files: list[Path] | None = None,
+    until_stage: str | None = None,
+) -> TrainState:
     """Train per `cfg` (its `stages` in order, when it has them), resuming from `cfg.run_dir`'s last
     checkpoint when there is one. `until_stage` (a stage's name or number from 1) stops after that stage:
     a later call without it resumes into the next one.
@@ -138,8 +163,14 @@ def train(cfg: ExperimentConfig, *, model: torch.nn.Module | None = None, vocab=
             run_log.truncate_after(state.num_updates)
 
         max_update = run_max_update(cfg.train, stages, until_stage)
-        bar = tqdm(total=max_update or None, initial=state.num_updates, disable=not env.is_main,
-                   desc="train", unit="upd", dynamic_ncols=True)
+        bar = tqdm(
+            total=max_update or None,
+            initial=state.num_updates,
+            disable=not env.is_main,
+            desc="train",
+            unit="upd",
+            dynamic_ncols=True,
+        )
         saved_at = validated_at = state.num_updates if resume_from is not None else -1
         while True:
             state.epoch = run.data.state_dict()["epoch"]
@@ -167,8 +198,13 @@ def train(cfg: ExperimentConfig, *, model: torch.nn.Module | None = None, vocab=
                 if due(state.num_updates, run.train.validate_every) or at_end or stage_done:
                     metrics = validate_and_track(model, run, vocab, state, env, run_log)
                     validated_at = state.num_updates
-                if (due(state.num_updates, run.train.save_every) or (metrics or {}).get("improved")
-                        or at_end or stage_done or state.stop):
+                if (
+                    due(state.num_updates, run.train.save_every)
+                    or (metrics or {}).get("improved")
+                    or at_end
+                    or stage_done
+                    or state.stop
+                ):
                     save(run_dir, model, cfg, vocab_files, run, state, metrics, env)
                     saved_at = state.num_updates
                 if at_end or stage_done or state.stop:
@@ -194,6 +230,7 @@ def train_from_config(config_path: str, overrides: list[str], until_stage: str |
 
 
 # ----------------------------------------------------------------------------------------------- set-up
+
 
 def vocab_path(cfg: ExperimentConfig) -> Path:
     return Path(cfg.data.vocab) if cfg.data.vocab else Path(cfg.data.manifest_dir) / ckpt.VOCAB_FILE
@@ -237,7 +274,8 @@ def wrap_for_ddp(model: torch.nn.Module, env: DistEnv, cfg: TrainConfig) -> torc
         return model
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=device_ids, find_unused_parameters=cfg.find_unused_parameters)
+        model, device_ids=device_ids, find_unused_parameters=cfg.find_unused_parameters
+    )
 
 
 def make_grad_scaler(cfg: TrainConfig, env: DistEnv) -> torch.amp.GradScaler | None:
@@ -253,6 +291,7 @@ def autocast(cfg: TrainConfig, device: torch.device):
 
 
 # ----------------------------------------------------------------------------------------------- stages
+
 
 def run_max_update(cfg: TrainConfig, stages: list[Stage], until_stage: str | None = None) -> int:
     """Updates of the whole run (0: no limit): the stages' total, cut short by train.max_update if lower,
@@ -289,18 +328,22 @@ def stage_model(model: torch.nn.Module, stage: Stage, resuming_inside: bool, env
         init_weights(model, Path(stage.init))
     counts = apply_trainable(model, stage)
     if env.is_main:
-        tqdm.write(f"stage {stage.name}: tasks {stage.tasks}, {counts['trainable']:,} trainable and "
-                   f"{counts['frozen']:,} frozen parameters")
+        tqdm.write(
+            f"stage {stage.name}: tasks {stage.tasks}, {counts['trainable']:,} trainable and "
+            f"{counts['frozen']:,} frozen parameters"
+        )
 
 
-def stage_optimizer(model: torch.nn.Module, stage: Stage | None, cfg: TrainConfig, handover: Handover,
-                    trainable: list[str]) -> torch.optim.Optimizer:
+def stage_optimizer(
+    model: torch.nn.Module, stage: Stage | None, cfg: TrainConfig, handover: Handover, trainable: list[str]
+) -> torch.optim.Optimizer:
     """A new optimizer over the trainable parameters, with the handed-over state when it still applies: always
     inside a stage; at a boundary unless the stage resets the optimizer or trains another parameter set."""
     optimizer = build_optimizer(model.parameters(), cfg)
     inside = handover.sampler is not None
     carry = handover.optimizer is not None and (
-        inside or (stage is not None and not stage.reset_optimizer and handover.trainable == trainable))
+        inside or (stage is not None and not stage.reset_optimizer and handover.trainable == trainable)
+    )
     if carry:
         optimizer.load_state_dict(handover.optimizer)
         for group in optimizer.param_groups:  # a stage may change them; the saved state has the old ones
@@ -308,8 +351,17 @@ def stage_optimizer(model: torch.nn.Module, stage: Stage | None, cfg: TrainConfi
     return optimizer
 
 
-def enter_stage(cfg: ExperimentConfig, stages: list[Stage], index: int, state: TrainState, model: torch.nn.Module,
-                vocab, env: DistEnv, handover: Handover, data: TrainData | None) -> StageRun:
+def enter_stage(
+    cfg: ExperimentConfig,
+    stages: list[Stage],
+    index: int,
+    state: TrainState,
+    model: torch.nn.Module,
+    vocab,
+    env: DistEnv,
+    handover: Handover,
+    data: TrainData | None,
+) -> StageRun:
     """Set up stage `index` (the whole run without stages) at `state.num_updates`: weights, trainable set,
     DDP wrapper, optimizer, LR schedule, scaler and data, from `handover`. Draws from no RNG."""
     stage = stages[index] if stages else None
@@ -322,30 +374,44 @@ def enter_stage(cfg: ExperimentConfig, stages: list[Stage], index: int, state: T
     model.label_smoothing = train_cfg.label_smoothing
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     optimizer = stage_optimizer(model, stage, train_cfg, handover, trainable)
-    schedule = InverseSqrtSchedule(optimizer, lr=train_cfg.lr, warmup_updates=train_cfg.warmup_updates,
-                                   warmup_init_lr=train_cfg.warmup_init_lr)
+    schedule = InverseSqrtSchedule(
+        optimizer, lr=train_cfg.lr, warmup_updates=train_cfg.warmup_updates, warmup_init_lr=train_cfg.warmup_init_lr
+    )
     schedule.step_update(schedule_position(stages, state.num_updates))
     scaler = make_grad_scaler(train_cfg, env)
     if scaler is not None and handover.scaler is not None:
         scaler.load_state_dict(handover.scaler)
     if data is None:
         # A seed per stage: a stage that trains the same tasks again sees them in another order.
-        data = build_train_data(cfg, vocab, env, task_ratios=stage.tasks if stage is not None else None,
-                                seed=cfg.train.seed + index)
+        data = build_train_data(
+            cfg, vocab, env, task_ratios=stage.tasks if stage is not None else None, seed=cfg.train.seed + index
+        )
     if inside:
         data.load_state_dict(handover.sampler)
     starts = stage_starts(stages) if stages else [0]
-    return StageRun(index=index, stage=stage, start=starts[index],
-                    end=starts[index + 1] if index + 1 < len(starts) else None, train=train_cfg,
-                    tasks=validation_tasks(stage.tasks) if stage is not None else list(cfg.data.tasks),
-                    data=data, trained=wrap_for_ddp(model, env, train_cfg), optimizer=optimizer,
-                    schedule=schedule, scaler=scaler, trainable=trainable)
+    return StageRun(
+        index=index,
+        stage=stage,
+        start=starts[index],
+        end=starts[index + 1] if index + 1 < len(starts) else None,
+        train=train_cfg,
+        tasks=validation_tasks(stage.tasks) if stage is not None else list(cfg.data.tasks),
+        data=data,
+        trained=wrap_for_ddp(model, env, train_cfg),
+        optimizer=optimizer,
+        schedule=schedule,
+        scaler=scaler,
+        trainable=trainable,
+    )
 
 
 def handover_of(run: StageRun) -> Handover:
     """What the next stage may carry over from `run` (not its data position: each stage has its own data)."""
-    return Handover(optimizer=run.optimizer.state_dict(), trainable=run.trainable,
-                    scaler=run.scaler.state_dict() if run.scaler is not None else None)
+    return Handover(
+        optimizer=run.optimizer.state_dict(),
+        trainable=run.trainable,
+        scaler=run.scaler.state_dict() if run.scaler is not None else None,
+    )
 
 
 def resume(directory: Path, stages: list[Stage], state: TrainState, env: DistEnv) -> tuple[int, Handover]:
@@ -360,8 +426,12 @@ def resume(directory: Path, stages: list[Stage], state: TrainState, env: DistEnv
     set_rng_state(saved["rng"][env.rank])
     index = stage_at(stages, state.num_updates)[0] if stages else 0
     inside = saved.get("stage", 0) == index
-    return index, Handover(optimizer=saved["optimizer"], scaler=saved["scaler"], trainable=saved.get("trainable"),
-                           sampler=saved["sampler"] if inside else None)
+    return index, Handover(
+        optimizer=saved["optimizer"],
+        scaler=saved["scaler"],
+        trainable=saved.get("trainable"),
+        sampler=saved["sampler"] if inside else None,
+    )
 
 
 def before_update(model: torch.nn.Module, run: StageRun, num_updates: int) -> None:
@@ -372,6 +442,7 @@ def before_update(model: torch.nn.Module, run: StageRun, num_updates: int) -> No
 
 
 # ----------------------------------------------------------------------------------------------- update
+
 
 def group_batches(batches: Iterable[dict], update_freq: int) -> Iterator[list[dict]]:
     """Micro-batches grouped per update; the epoch's last group may be shorter."""
@@ -389,8 +460,15 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def train_step(trained: torch.nn.Module, model: torch.nn.Module, micro_batches: list[dict],
-               optimizer: torch.optim.Optimizer, scaler, cfg: TrainConfig, env: DistEnv) -> dict[str, float]:
+def train_step(
+    trained: torch.nn.Module,
+    model: torch.nn.Module,
+    micro_batches: list[dict],
+    optimizer: torch.optim.Optimizer,
+    scaler,
+    cfg: TrainConfig,
+    env: DistEnv,
+) -> dict[str, float]:
     """One update: forward/backward every micro-batch, normalise by the global sample size, clip, step.
 
     A non-finite loss (on any rank) or gradient norm leaves parameters, optimizer and schedule untouched:
@@ -410,7 +488,11 @@ def train_step(trained: torch.nn.Module, model: torch.nn.Module, micro_batches: 
             (scaler.scale(loss) if scaler is not None else loss).backward()
         sample_size += float(out["sample_size"])
         finite = finite and math.isfinite(loss.item())
-        for key, value in {**out.get("logs", {}), "loss": loss.item(), "sample_size": float(out["sample_size"])}.items():
+        for key, value in {
+            **out.get("logs", {}),
+            "loss": loss.item(),
+            "sample_size": float(out["sample_size"]),
+        }.items():
             logs[key] = logs.get(key, 0.0) + float(value)
     total_sample_size, bad_ranks = all_reduce_sum([sample_size, 0.0 if finite else 1.0], env)
     if scaler is not None:
@@ -420,8 +502,13 @@ def train_step(trained: torch.nn.Module, model: torch.nn.Module, micro_batches: 
     params = [p for p in model.parameters() if p.grad is not None]
     torch._foreach_mul_([p.grad for p in params], scale)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
-    reason = ("non-finite loss" if bad_ranks else
-              "non-finite gradient norm" if scaler is None and not math.isfinite(float(grad_norm)) else None)
+    reason = (
+        "non-finite loss"
+        if bad_ranks
+        else "non-finite gradient norm"
+        if scaler is None and not math.isfinite(float(grad_norm))
+        else None
+    )
     if reason is not None:
         optimizer.zero_grad(set_to_none=True)
         return {"skipped": 1.0, "reason": reason}
@@ -436,28 +523,44 @@ def train_step(trained: torch.nn.Module, model: torch.nn.Module, micro_batches: 
     return logs
 
 
-def skip_update(state: TrainState, logs: dict, micro_batches: list[dict], run: StageRun, env: DistEnv,
-                run_log: RunLog | None) -> None:
+def skip_update(
+    state: TrainState, logs: dict, micro_batches: list[dict], run: StageRun, env: DistEnv, run_log: RunLog | None
+) -> None:
     """Count and log an update skipped for a non-finite loss or gradient; too many in a row stop the run."""
     state.skipped_updates += 1
     state.skipped_in_a_row += 1
     ids = [utterance for batch in micro_batches for utterance in batch["ids"]]
     if env.is_main:
-        tqdm.write(f"update {state.num_updates + 1} skipped: {logs['reason']} (this rank's utterances: "
-                   f"{', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})")
+        tqdm.write(
+            f"update {state.num_updates + 1} skipped: {logs['reason']} (this rank's utterances: "
+            f"{', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})"
+        )
     if run_log is not None:
-        run_log.write({"type": "skipped", "update": state.num_updates, "reason": logs["reason"], "ids": ids,
-                       "skipped_updates": state.skipped_updates, **run.log_tags})
+        run_log.write(
+            {
+                "type": "skipped",
+                "update": state.num_updates,
+                "reason": logs["reason"],
+                "ids": ids,
+                "skipped_updates": state.skipped_updates,
+                **run.log_tags,
+            }
+        )
     if state.skipped_in_a_row >= run.train.max_bad_updates:
-        raise TrainingError(f"stopping: {state.skipped_in_a_row} updates in a row were skipped for a non-finite "
-                           f"loss or gradient norm (train.max_bad_updates={run.train.max_bad_updates}; last: "
-                           f"{logs['reason']}, utterances {', '.join(ids[:10])}); lower train.lr, check these "
-                           f"utterances, or train in bf16 rather than fp16")
+        raise TrainingError(
+            f"stopping: {state.skipped_in_a_row} updates in a row were skipped for a non-finite "
+            f"loss or gradient norm (train.max_bad_updates={run.train.max_bad_updates}; last: "
+            f"{logs['reason']}, utterances {', '.join(ids[:10])}); lower train.lr, check these "
+            f"utterances, or train in bf16 rather than fp16"
+        )
 
 
 def finished(state: TrainState, max_update: int, max_epoch: int) -> bool:
-    return (state.stop or (max_update > 0 and state.num_updates >= max_update)
-            or (max_epoch > 0 and state.epoch > max_epoch))
+    return (
+        state.stop
+        or (max_update > 0 and state.num_updates >= max_update)
+        or (max_epoch > 0 and state.epoch > max_epoch)
+    )
 
 
 def due(num_updates: int, every: int) -> bool:
@@ -465,6 +568,7 @@ def due(num_updates: int, every: int) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- logging
+
 
 def add_logs(state: TrainState, logs: dict[str, float]) -> None:
     """Accumulate this rank's logs; they are summed over ranks when a line is written."""
@@ -476,28 +580,41 @@ def report_progress(bar: tqdm, logs: dict[str, float], lr: float, seconds: float
     if bar.disable:
         return
     ntokens = logs.get("ntokens", logs.get("sample_size", 0.0))
-    bar.set_postfix(loss=f"{logs['loss'] / max(logs['sample_size'], 1e-9):.3f}", lr=f"{lr:.2e}",
-                    tok_s=f"{ntokens / max(seconds, 1e-9):.0f}", refresh=False)
+    bar.set_postfix(
+        loss=f"{logs['loss'] / max(logs['sample_size'], 1e-9):.3f}",
+        lr=f"{lr:.2e}",
+        tok_s=f"{ntokens / max(seconds, 1e-9):.0f}",
+        refresh=False,
+    )
     bar.update(1)
 
 
-def write_train_log(run_log: RunLog | None, state: TrainState, lr: float, env: DistEnv,
-                    tags: dict[str, str]) -> None:
+def write_train_log(run_log: RunLog | None, state: TrainState, lr: float, env: DistEnv, tags: dict[str, str]) -> None:
     sums = sum_dicts_over_ranks(state.log_sums, env)
     state.log_sums = {}
     if run_log is None:
         return
     updates = max(sums.pop("updates", 1.0), 1e-9)
-    record = {"type": "train", "update": state.num_updates, "epoch": state.epoch, **tags, **summarize(sums),
-              "gnorm": sums.get("gnorm_sum", 0.0) / updates, "lr": lr, "time": round(time.time(), 1)}
+    record = {
+        "type": "train",
+        "update": state.num_updates,
+        "epoch": state.epoch,
+        **tags,
+        **summarize(sums),
+        "gnorm": sums.get("gnorm_sum", 0.0) / updates,
+        "lr": lr,
+        "time": round(time.time(), 1),
+    }
     run_log.write(record)
 
 
 # ----------------------------------------------------------------------------------------------- validation
 
+
 @torch.no_grad()
-def validate(model: torch.nn.Module, data: TrainData, vocab, cfg: TrainConfig, device: torch.device,
-             tasks: list[str]) -> dict:
+def validate(
+    model: torch.nn.Module, data: TrainData, vocab, cfg: TrainConfig, device: torch.device, tasks: list[str]
+) -> dict:
     """Validation loss over the whole valid split, and the metrics of `valid_beam` search (the one decode path)
     on up to `valid_max_sentences` of the decoded task's batches (speechxl.tasks.decoded_task; references:
     the batches' own token sequences)."""
@@ -510,11 +627,17 @@ def validate(model: torch.nn.Module, data: TrainData, vocab, cfg: TrainConfig, d
     for batch in data.valid_batches():
         batch = to_device(batch, device)
         out = model(batch)
-        for key, value in {**out.get("logs", {}), "loss": out["loss"].item(),
-                           "sample_size": float(out["sample_size"])}.items():
+        for key, value in {
+            **out.get("logs", {}),
+            "loss": out["loss"].item(),
+            "sample_size": float(out["sample_size"]),
+        }.items():
             sums[key] = sums.get(key, 0.0) + float(value)
-        if task is None or batch["task"] != task.name or (cfg.valid_max_sentences and
-                                                         decoded >= cfg.valid_max_sentences):
+        if (
+            task is None
+            or batch["task"] != task.name
+            or (cfg.valid_max_sentences and decoded >= cfg.valid_max_sentences)
+        ):
             continue
         # Cap the search length from the references: validation only ranks checkpoints, and an
         # untrained model would otherwise run to the search's default limit.
@@ -550,13 +673,15 @@ def best_metric(cfg: TrainConfig, metrics: dict, tasks: list[str]) -> tuple[str,
         name = task.metrics[0] if task is not None and task.metrics[0] in metrics else "loss"
     if name not in metrics:
         figures = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-        raise DataError("train.best_metric", f"{name!r} is not a figure of this validation; figures: "
-                                             f"{', '.join(figures)}")
+        raise DataError(
+            "train.best_metric", f"{name!r} is not a figure of this validation; figures: {', '.join(figures)}"
+        )
     return name, not any(name == low or name.endswith(f"_{low}") for low in _LOWER_IS_BETTER)
 
 
-def validate_and_track(model: torch.nn.Module, run: StageRun, vocab, state: TrainState, env: DistEnv,
-                       run_log: RunLog | None) -> dict:
+def validate_and_track(
+    model: torch.nn.Module, run: StageRun, vocab, state: TrainState, env: DistEnv, run_log: RunLog | None
+) -> dict:
     """Validate on the main rank (the others wait), track the best `train.best_metric` and patience on every
     rank."""
     cfg = run.train
@@ -572,19 +697,32 @@ def validate_and_track(model: torch.nn.Module, run: StageRun, vocab, state: Trai
         state.bad_validations += 1
         state.stop = cfg.patience > 0 and state.bad_validations >= cfg.patience
     if run_log is not None:
-        run_log.write({**{k: v for k, v in metrics.items() if k != "improved"}, "update": state.num_updates,
-                       "epoch": state.epoch, "time": round(time.time(), 1), **run.log_tags, "best": state.best})
+        run_log.write(
+            {
+                **{k: v for k, v in metrics.items() if k != "improved"},
+                "update": state.num_updates,
+                "epoch": state.epoch,
+                "time": round(time.time(), 1),
+                **run.log_tags,
+                "best": state.best,
+            }
+        )
     return metrics
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
 
+
 def rng_state() -> dict[str, Any]:
     """Every RNG a step can draw from, as tensors and plain containers (weights_only-loadable)."""
     np_state = np.random.get_state(legacy=False)
     np_state["state"]["key"] = torch.from_numpy(np_state["state"]["key"].astype(np.int64))
-    return {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {
+        "python": random.getstate(),
+        "numpy": np_state,
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -604,12 +742,21 @@ def trainer_state(state: TrainState, run: StageRun, env: DistEnv) -> dict | None
     log_sums = sum_dicts_over_ranks(state.log_sums, env)
     if not env.is_main:
         return None
-    return {"num_updates": state.num_updates, "epoch": state.epoch, "sampler": run.data.state_dict(),
-            "best": state.best, "bad_validations": state.bad_validations, "log_sums": log_sums,
-            "skipped_updates": state.skipped_updates,
-            "optimizer": run.optimizer.state_dict(),
-            "scaler": run.scaler.state_dict() if run.scaler is not None else None,
-            "rng": rng, "world_size": env.world_size, "stage": run.index, "trainable": run.trainable}
+    return {
+        "num_updates": state.num_updates,
+        "epoch": state.epoch,
+        "sampler": run.data.state_dict(),
+        "best": state.best,
+        "bad_validations": state.bad_validations,
+        "log_sums": log_sums,
+        "skipped_updates": state.skipped_updates,
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "rng": rng,
+        "world_size": env.world_size,
+        "stage": run.index,
+        "trainable": run.trainable,
+    }
 
 
 def checkpoint_config(model: torch.nn.Module, cfg: ExperimentConfig) -> dict:
@@ -620,8 +767,16 @@ def checkpoint_config(model: torch.nn.Module, cfg: ExperimentConfig) -> dict:
     return config
 
 
-def save(run_dir: Path, model: torch.nn.Module, cfg: ExperimentConfig, vocab_files: list[Path] | None,
-         run: StageRun, state: TrainState, metrics: dict | None, env: DistEnv) -> None:
+def save(
+    run_dir: Path,
+    model: torch.nn.Module,
+    cfg: ExperimentConfig,
+    vocab_files: list[Path] | None,
+    run: StageRun,
+    state: TrainState,
+    metrics: dict | None,
+    env: DistEnv,
+) -> None:
     """Write checkpoints/ckpt-<update>, point `last` (and `best` on a better best_metric) at it, prune old ones.
 
     A save that fails (disk full, permissions) leaves the previous checkpoints and links as they were and
@@ -633,10 +788,14 @@ def save(run_dir: Path, model: torch.nn.Module, cfg: ExperimentConfig, vocab_fil
         try:
             if not directory.exists():  # the final save can coincide with a periodic one
                 kept_metrics = {k: v for k, v in (metrics or {}).items() if k not in ("type", "improved")}
-                ckpt.write_checkpoint(directory, model_state=model.state_dict(),
-                                      config=checkpoint_config(model, cfg), vocab_files=list(vocab_files or []),
-                                      trainer_state=resumable,
-                                      metrics={"update": state.num_updates, **run.log_tags, **kept_metrics})
+                ckpt.write_checkpoint(
+                    directory,
+                    model_state=model.state_dict(),
+                    config=checkpoint_config(model, cfg),
+                    vocab_files=list(vocab_files or []),
+                    trainer_state=resumable,
+                    metrics={"update": state.num_updates, **run.log_tags, **kept_metrics},
+                )
             ckpt.point_link(run_dir, "last", directory)
             if metrics is not None and metrics.get("improved"):
                 ckpt.point_link(run_dir, "best", directory)
@@ -645,8 +804,9 @@ def save(run_dir: Path, model: torch.nn.Module, cfg: ExperimentConfig, vocab_fil
             failure = str(err) if isinstance(err, CheckpointError) else f"{directory}: cannot save ({err})"
     failure = broadcast_from_main(failure, env)
     if failure is not None:
-        raise CheckpointError(f"{failure}; training stopped, the previous checkpoint and the last/best links "
-                              "are unchanged")
+        raise CheckpointError(
+            f"{failure}; training stopped, the previous checkpoint and the last/best links are unchanged"
+        )
     barrier(env)
 
 
@@ -655,8 +815,10 @@ def load_resume_state(directory: Path, env: DistEnv) -> dict:
     saved = ckpt.load_trainer_state(directory)
     if saved["world_size"] != env.world_size:
         # The sampler position and the per-rank RNG states are per process.
-        raise CheckpointError(f"{directory}: saved by {saved['world_size']} processes, resumed with "
-                                   f"{env.world_size}; exact resume needs the same number")
+        raise CheckpointError(
+            f"{directory}: saved by {saved['world_size']} processes, resumed with "
+            f"{env.world_size}; exact resume needs the same number"
+        )
     return saved
 
 

@@ -1,4 +1,5 @@
 """Adam with decoupled weight decay (what fairseq's `adam` is) and fairseq's `inverse_sqrt` schedule."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,13 @@ from speechxl.config import TrainConfig
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     trainable = [p for p in params if p.requires_grad]
-    return torch.optim.AdamW(trainable, lr=cfg.warmup_init_lr if cfg.warmup_updates > 0 else cfg.lr,
-                             betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(
+        trainable,
+        lr=cfg.warmup_init_lr if cfg.warmup_updates > 0 else cfg.lr,
+        betas=tuple(cfg.adam_betas),
+        eps=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
+    )
 
 
 class InverseSqrtSchedule:
@@ -20,8 +26,9 @@ class InverseSqrtSchedule:
     Stateless: the rate is a function of the update count alone, so resuming only needs that count.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, lr: float, warmup_updates: int,
-                 warmup_init_lr: float = 0.0):
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, *, lr: float, warmup_updates: int, warmup_init_lr: float = 0.0
+    ):
         self.optimizer = optimizer
         self.lr = lr
         self.warmup_updates = warmup_updates

@@ -12,6 +12,7 @@ directory: `Wav2Vec2Encoder.from_pretrained(<out>/checkpoints/last)` loads it), 
 (quantizer and projections) and trainer.pt (optimizer and data position). A run resumes from `last`.
 Randomness is seeded from (seed, update), so a resumed run continues exactly as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,14 +29,20 @@ from tqdm import tqdm
 from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining, Wav2Vec2Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
+from speechxl.checkpoint import (
+    CHECKPOINTS,
+    TMP_PREFIX,
+    TRAINER_FILE,
+    clean_incomplete,
+    latest_checkpoint,
+    load_trainer_state,
+    point_link,
+    prune_checkpoints,
+)
 from speechxl.data.audio import load_audio
 from speechxl.data.manifest import read_manifest
 from speechxl.errors import CheckpointError, DataError
 from speechxl.modules.wav2vec2 import GradMultiply, conv_output_lengths, normalize_waveform, wav2vec2_config
-from speechxl.checkpoint import (
-    CHECKPOINTS, TMP_PREFIX, TRAINER_FILE, clean_incomplete, latest_checkpoint, load_trainer_state, point_link,
-    prune_checkpoints,
-)
 from speechxl.train.logs import RunLog
 
 HEADS_FILE = "pretrain_heads.safetensors"
@@ -72,8 +79,9 @@ def model_config(config: str) -> Wav2Vec2Config:
     return wav2vec2_config(preset, **{**PRETRAIN_DEFAULTS, **settings})
 
 
-def pretrain_wav2vec2(manifest: str | os.PathLike, out: str | os.PathLike, *, config: str = "base",
-                      options: PretrainOptions | None = None) -> dict[str, Any]:
+def pretrain_wav2vec2(
+    manifest: str | os.PathLike, out: str | os.PathLike, *, config: str = "base", options: PretrainOptions | None = None
+) -> dict[str, Any]:
     """Pre-train (or resume) into `out`; returns the last logged record plus the skip count."""
     opts = options or PretrainOptions()
     out = Path(out)
@@ -93,9 +101,11 @@ def pretrain_wav2vec2(manifest: str | os.PathLike, out: str | os.PathLike, *, co
     model.to(device).train()
     if opts.feature_grad_mult != 1.0:
         model.wav2vec2.feature_extractor.register_forward_hook(
-            lambda _module, _inputs, output: GradMultiply.apply(output, opts.feature_grad_mult))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, betas=(0.9, 0.98), eps=1e-6,
-                                  weight_decay=opts.weight_decay)
+            lambda _module, _inputs, output: GradMultiply.apply(output, opts.feature_grad_mult)
+        )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=opts.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=opts.weight_decay
+    )
     update, epoch, position = 0, 0, 0
     if trainer_state is not None:
         optimizer.load_state_dict(trainer_state["optimizer"])
@@ -178,8 +188,15 @@ def _learning_rate(update: int, peak: float, warmup: int, max_updates: int) -> f
     return peak * max(0.0, (max_updates - update) / max(1, max_updates - warmup))
 
 
-def _train_step(model: Wav2Vec2ForPreTraining, optimizer: torch.optim.Optimizer, batch: list,
-                manifest: str | os.PathLike, opts: PretrainOptions, update: int, device: torch.device) -> dict:
+def _train_step(
+    model: Wav2Vec2ForPreTraining,
+    optimizer: torch.optim.Optimizer,
+    batch: list,
+    manifest: str | os.PathLike,
+    opts: PretrainOptions,
+    update: int,
+    device: torch.device,
+) -> dict:
     # HF's mask / negative samplers draw from numpy's global RNG: seed it per update for exact resumes
     np.random.seed((opts.seed * 1_000_003 + update) % 2**32)
     torch.manual_seed(opts.seed * 1_000_003 + update)
@@ -190,17 +207,23 @@ def _train_step(model: Wav2Vec2ForPreTraining, optimizer: torch.optim.Optimizer,
     frames = int(conv_output_lengths(torch.tensor(wave.shape[1]), cfg.conv_kernel, cfg.conv_stride))
     mask = _compute_mask_indices((wave.shape[0], frames), cfg.mask_time_prob, cfg.mask_time_length, min_masks=2)
     negatives = _sample_negative_indices((wave.shape[0], frames), cfg.num_negatives, mask)
-    output = model(wave, mask_time_indices=torch.from_numpy(mask).to(device),
-                   sampled_negative_indices=torch.from_numpy(negatives).long().to(device))
+    output = model(
+        wave,
+        mask_time_indices=torch.from_numpy(mask).to(device),
+        sampled_negative_indices=torch.from_numpy(negatives).long().to(device),
+    )
     masked = float(mask.sum())
     optimizer.zero_grad(set_to_none=True)
     (output.loss / masked).backward()  # fairseq's sample_size: the number of masked frames
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip_norm or float("inf"))
     optimizer.step()
     return {
-        "loss": output.loss.item() / masked, "contrastive_loss": output.contrastive_loss.item() / masked,
-        "diversity_loss": output.diversity_loss.item() / masked, "masked_frames": masked,
-        "perplexity": output.codevector_perplexity.item(), "grad_norm": float(grad_norm),
+        "loss": output.loss.item() / masked,
+        "contrastive_loss": output.contrastive_loss.item() / masked,
+        "diversity_loss": output.diversity_loss.item() / masked,
+        "masked_frames": masked,
+        "perplexity": output.codevector_perplexity.item(),
+        "grad_norm": float(grad_norm),
         "temperature": model.quantizer.temperature,
     }
 
@@ -213,12 +236,19 @@ def _load_cropped(batch: list, manifest: str | os.PathLike, max_sample_size: int
     crops = []
     for wave in waves:
         start = np.random.randint(0, len(wave) - size + 1)
-        crops.append(torch.from_numpy(wave[start:start + size]))
+        crops.append(torch.from_numpy(wave[start : start + size]))
     return torch.stack(crops)
 
 
-def _save(out: Path, model: Wav2Vec2ForPreTraining, optimizer: torch.optim.Optimizer, update: int,
-          epoch: int, position: int, keep_last: int) -> None:
+def _save(
+    out: Path,
+    model: Wav2Vec2ForPreTraining,
+    optimizer: torch.optim.Optimizer,
+    update: int,
+    epoch: int,
+    position: int,
+    keep_last: int,
+) -> None:
     """Write ckpt-<update> atomically (temporary directory, fsync, rename), point `last` at it, prune."""
     root = out / CHECKPOINTS
     final = root / f"ckpt-{update}"
@@ -230,8 +260,10 @@ def _save(out: Path, model: Wav2Vec2ForPreTraining, optimizer: torch.optim.Optim
     model.wav2vec2.save_pretrained(tmp, safe_serialization=True)
     heads = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("wav2vec2.")}
     save_file(heads, str(tmp / HEADS_FILE))
-    torch.save({"optimizer": optimizer.state_dict(), "update": update, "epoch": epoch, "position": position},
-               tmp / TRAINER_FILE)
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "update": update, "epoch": epoch, "position": position},
+        tmp / TRAINER_FILE,
+    )
     for path in [*tmp.iterdir(), tmp]:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -250,5 +282,6 @@ def _load_pretraining_model(directory: Path) -> Wav2Vec2ForPreTraining:
     missing, unexpected = model.load_state_dict(load_file(str(directory / HEADS_FILE)), strict=False)
     if unexpected or any(not key.startswith("wav2vec2.") for key in missing):
         raise CheckpointError(
-            f"{directory / HEADS_FILE}: does not match the model (missing {missing}, unexpected {unexpected})")
+            f"{directory / HEADS_FILE}: does not match the model (missing {missing}, unexpected {unexpected})"
+        )
     return model

@@ -2,6 +2,7 @@
 
 The stage schema (`Stage`, `parse_stages`, the update arithmetic) lives with the config in speechxl/config.py.
 """
+
 from __future__ import annotations
 
 from speechxl.config import Stage
@@ -22,8 +23,11 @@ def select_parameters(model, items: tuple[str, ...], source: str, where: str) ->
     for item in items:
         chosen = set(groups[item]) if item in groups else {n for n in names if _matches(n, item)}
         if not chosen:
-            raise DataError(source, f"{where}: trainable {item!r} matches no parameter of {type(model).__name__}; "
-                                    f"its parameter groups: {', '.join(sorted(groups))}")
+            raise DataError(
+                source,
+                f"{where}: trainable {item!r} matches no parameter of {type(model).__name__}; "
+                f"its parameter groups: {', '.join(sorted(groups))}",
+            )
         selected |= chosen
     return selected
 
@@ -48,8 +52,9 @@ def apply_acoustic_freeze(model, freeze_updates: int, update_within_stage: int) 
     acoustic = model.acoustic_encoder()
     if acoustic is None:
         if freeze_updates > 0:
-            raise DataError("train.freeze_acoustic_updates", f"{type(model).__name__} has no acoustic encoder "
-                                                             "to freeze")
+            raise DataError(
+                "train.freeze_acoustic_updates", f"{type(model).__name__} has no acoustic encoder to freeze"
+            )
         return
     acoustic.freeze_updates = freeze_updates
     acoustic.set_update(update_within_stage)

@@ -1,5 +1,6 @@
 """What every corpus preparer does once it has read its corpus: 16 kHz conversion, text checks, length,
 empty-text and excluded-text filters, external MT text, the joint vocabulary, the manifests and the prep report."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,9 +44,16 @@ class Utterance:
     line: int | None
 
     def manifest_row(self) -> dict[str, object]:
-        return {"id": self.id, "audio": self.audio, "n_frames": self.n_frames, "tgt_text": self.tgt_text,
-                "speaker": self.speaker, "src_text": self.src_text, "src_lang": self.src_lang,
-                "tgt_lang": self.tgt_lang}
+        return {
+            "id": self.id,
+            "audio": self.audio,
+            "n_frames": self.n_frames,
+            "tgt_text": self.tgt_text,
+            "speaker": self.speaker,
+            "src_text": self.src_text,
+            "src_lang": self.src_lang,
+            "tgt_lang": self.tgt_lang,
+        }
 
 
 @dataclass
@@ -62,21 +70,41 @@ class PrepReport:
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
-    def skip(self, split: str, reason: str, detail: str, id: str | None, file: str | os.PathLike | None,
-             line: int | None) -> None:
-        self.skipped.append({"split": split, "reason": reason, "detail": detail, "id": id,
-                             "file": None if file is None else str(file), "line": line})
+    def skip(
+        self, split: str, reason: str, detail: str, id: str | None, file: str | os.PathLike | None, line: int | None
+    ) -> None:
+        self.skipped.append(
+            {
+                "split": split,
+                "reason": reason,
+                "detail": detail,
+                "id": id,
+                "file": None if file is None else str(file),
+                "line": line,
+            }
+        )
 
     def as_dict(self, splits: Sequence[str]) -> dict:
         by_split: dict[str, dict] = {}
         # Rows skipped before a split was known (e.g. an unknown split value) get their own entry.
         for split in dict.fromkeys([*splits, *(s["split"] for s in self.skipped)]):
             reasons = Counter(s["reason"] for s in self.skipped if s["split"] == split)
-            by_split[split] = {"kept": self.kept[split], "skipped": sum(reasons.values()),
-                               "skipped_by_reason": dict(sorted(reasons.items()))}
-        return {"corpus": self.corpus, "corpus_version": self.corpus_version, "root": self.root,
-                "src_lang": self.src_lang, "tgt_lang": self.tgt_lang,
-                "splits": by_split, **self.extra, "notes": self.notes, "skipped": self.skipped}
+            by_split[split] = {
+                "kept": self.kept[split],
+                "skipped": sum(reasons.values()),
+                "skipped_by_reason": dict(sorted(reasons.items())),
+            }
+        return {
+            "corpus": self.corpus,
+            "corpus_version": self.corpus_version,
+            "root": self.root,
+            "src_lang": self.src_lang,
+            "tgt_lang": self.tgt_lang,
+            "splits": by_split,
+            **self.extra,
+            "notes": self.notes,
+            "skipped": self.skipped,
+        }
 
 
 def corpus_identity(root: Path, corpus: str, version: str) -> tuple[str, str]:
@@ -104,9 +132,13 @@ def convert_to_16k_mono(src: Path, dst: Path) -> int:
     """
     frames = 0
     with sf.SoundFile(src) as reader, atomic_output(dst) as tmp:
-        resampler = None if reader.samplerate == SAMPLE_RATE else soxr.ResampleStream(
-            reader.samplerate, SAMPLE_RATE, 1, dtype="float32")
+        resampler = (
+            None
+            if reader.samplerate == SAMPLE_RATE
+            else soxr.ResampleStream(reader.samplerate, SAMPLE_RATE, 1, dtype="float32")
+        )
         with sf.SoundFile(tmp, "w", SAMPLE_RATE, 1, "PCM_16", format="WAV") as writer:
+
             def put(chunk: np.ndarray) -> None:
                 nonlocal frames
                 writer.write(np.clip(chunk, -1.0, 1.0))
@@ -135,15 +167,28 @@ def read_ext_mt(directory: str | os.PathLike, src: str, tgt: str, report: PrepRe
             raise DataError(path, "external MT file not found (--ext-mt DIR needs train.<src> and train.<tgt>)")
     src_lines, tgt_lines = read_text_lines(src_path), read_text_lines(tgt_path)
     if len(src_lines) != len(tgt_lines):
-        raise DataError(src_path, f"has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}; "
-                        "external MT files must be aligned line by line")
+        raise DataError(
+            src_path,
+            f"has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}; "
+            "external MT files must be aligned line by line",
+        )
     rows = []
     for i, (src_text, tgt_text) in enumerate(zip(src_lines, tgt_lines)):
         line = i + 1
-        rows.append(Utterance(
-            id=f"ext_mt_{i}", audio="", n_frames=0, src_text=check_text(src_text, src_path, line),
-            tgt_text=check_text(tgt_text, tgt_path, line), speaker="", src_lang=src, tgt_lang=tgt,
-            file=str(src_path), line=line))
+        rows.append(
+            Utterance(
+                id=f"ext_mt_{i}",
+                audio="",
+                n_frames=0,
+                src_text=check_text(src_text, src_path, line),
+                tgt_text=check_text(tgt_text, tgt_path, line),
+                speaker="",
+                src_lang=src,
+                tgt_lang=tgt,
+                file=str(src_path),
+                line=line,
+            )
+        )
     return rows
 
 
@@ -176,8 +221,14 @@ def read_excluded_texts(manifests: Sequence[str | os.PathLike], report: PrepRepo
     return excluded
 
 
-def filter_split(split: str, utterances: Iterable[Utterance], report: PrepReport, min_seconds: float,
-                 max_seconds: float, excluded: Mapping[str, str] | None = None) -> list[Utterance]:
+def filter_split(
+    split: str,
+    utterances: Iterable[Utterance],
+    report: PrepReport,
+    min_seconds: float,
+    max_seconds: float,
+    excluded: Mapping[str, str] | None = None,
+) -> list[Utterance]:
     """Drop (and report) empty texts, excluded source texts and too short / too long audio; count what is kept."""
     excluded = excluded or {}
     kept = []
@@ -187,8 +238,14 @@ def filter_split(split: str, utterances: Iterable[Utterance], report: PrepReport
             side = "transcript" if not u.src_text else "translation"
             report.skip(split, "empty_text", f"empty {side}", u.id, u.file, u.line)
         elif u.src_text in excluded:
-            report.skip(split, EXCLUDED_TEXT, f"source text in an excluded manifest: {excluded[u.src_text]}", u.id,
-                        u.file, u.line)
+            report.skip(
+                split,
+                EXCLUDED_TEXT,
+                f"source text in an excluded manifest: {excluded[u.src_text]}",
+                u.id,
+                u.file,
+                u.line,
+            )
         elif u.audio and seconds < min_seconds:
             report.skip(split, "too_short", f"{seconds:.3f} s < {min_seconds} s", u.id, u.file, u.line)
         elif u.audio and split in MAX_LENGTH_SPLITS and seconds > max_seconds:
@@ -199,19 +256,29 @@ def filter_split(split: str, utterances: Iterable[Utterance], report: PrepReport
     return kept
 
 
-def finish(out: str | os.PathLike, report: PrepReport, splits: dict[str, list[Utterance]],
-           ext_mt: list[Utterance] | None, langs: Sequence[str], vocab_size: int, min_seconds: float,
-           max_seconds: float, excluded: Mapping[str, str] | None = None) -> dict:
+def finish(
+    out: str | os.PathLike,
+    report: PrepReport,
+    splits: dict[str, list[Utterance]],
+    ext_mt: list[Utterance] | None,
+    langs: Sequence[str],
+    vocab_size: int,
+    min_seconds: float,
+    max_seconds: float,
+    excluded: Mapping[str, str] | None = None,
+) -> dict:
     """Filter, write `<split>.tsv` (+ `ext_mt.tsv`), train the vocabulary, write and print the report.
 
     `excluded` (from `read_excluded_texts`) drops rows of every split, external MT included, by source text."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report.extra["filters"] = {"min_seconds": min_seconds, "max_seconds": max_seconds,
-                               "max_seconds_applies_to": sorted(MAX_LENGTH_SPLITS)}
+    report.extra["filters"] = {
+        "min_seconds": min_seconds,
+        "max_seconds": max_seconds,
+        "max_seconds_applies_to": sorted(MAX_LENGTH_SPLITS),
+    }
     names = list(splits)
-    kept = {name: filter_split(name, rows, report, min_seconds, max_seconds, excluded)
-            for name, rows in splits.items()}
+    kept = {name: filter_split(name, rows, report, min_seconds, max_seconds, excluded) for name, rows in splits.items()}
     for name, rows in kept.items():
         write_manifest(out / f"{name}.tsv", (u.manifest_row() for u in rows))
     texts = [t for u in kept.get("train", []) for t in (u.src_text, u.tgt_text)]
@@ -241,10 +308,17 @@ def _vocab(out: Path, texts: list[str], vocab_size: int, langs: Sequence[str], r
     else:
         vocab = train_vocab(texts, out / SPM_PREFIX, vocab_size, langs)
     if len(vocab) != vocab_size:
-        report.notes.append(f"vocab size {vocab_size} is more than the training text supports; "
-                            f"trained {len(vocab)} pieces instead")
-    return {"model": model.name, "requested_size": vocab_size, "size": len(vocab), "langs": list(langs),
-            "training_sentences": len(texts), "input_sha256": digest}
+        report.notes.append(
+            f"vocab size {vocab_size} is more than the training text supports; trained {len(vocab)} pieces instead"
+        )
+    return {
+        "model": model.name,
+        "requested_size": vocab_size,
+        "size": len(vocab),
+        "langs": list(langs),
+        "training_sentences": len(texts),
+        "input_sha256": digest,
+    }
 
 
 def _previous_report(out: Path) -> dict:

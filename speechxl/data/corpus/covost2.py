@@ -5,6 +5,7 @@ As in fairseq's prep, the CoVoST TSV (path, translation, split) is joined with C
 with QUOTE_NONE and `\\` as escape character. Clips are decoded once into 16 kHz mono WAVs under
 OUT/clips16k (in parallel; existing ones are reused, so an interrupted run resumes).
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,17 +17,34 @@ from typing import Sequence
 import soundfile as sf
 from tqdm import tqdm
 
-from speechxl.data.corpus.common import (PrepReport, Utterance, check_text, convert_to_16k_mono, corpus_identity,
-                                         finish, read_excluded_texts, read_ext_mt)
+from speechxl.data.corpus.common import (
+    PrepReport,
+    Utterance,
+    check_text,
+    convert_to_16k_mono,
+    corpus_identity,
+    finish,
+    read_excluded_texts,
+    read_ext_mt,
+)
 from speechxl.errors import DataError
 
 SPLITS = {"train": "train", "train_covost": "train", "dev": "dev", "test": "test"}
 CONVERTED_DIR = "clips16k"
 
 
-def prepare_covost2(root: str | os.PathLike, src: str, tgt: str, out: str | os.PathLike, vocab_size: int = 8000,
-                    ext_mt: str | os.PathLike | None = None, min_seconds: float = 0.1, max_seconds: float = 30.0,
-                    jobs: int = 2, exclude_text: Sequence[str | os.PathLike] = ()) -> dict:
+def prepare_covost2(
+    root: str | os.PathLike,
+    src: str,
+    tgt: str,
+    out: str | os.PathLike,
+    vocab_size: int = 8000,
+    ext_mt: str | os.PathLike | None = None,
+    min_seconds: float = 0.1,
+    max_seconds: float = 30.0,
+    jobs: int = 2,
+    exclude_text: Sequence[str | os.PathLike] = (),
+) -> dict:
     """Write `<out>/{train,dev,test}.tsv`, `spm.model`, `prep_report.json`; return the report.
 
     `root` is the directory holding `<src>/`, or the `<src>` directory itself. Rows whose source text appears
@@ -34,8 +52,10 @@ def prepare_covost2(root: str | os.PathLike, src: str, tgt: str, out: str | os.P
     """
     lang_dir = _language_dir(Path(root), src)
     covost_tsv = lang_dir / f"covost_v2.{src}_{tgt}.tsv"
-    validated = {row["path"]: (line, row) for line, row in
-                 read_tsv(lang_dir / "validated.tsv", ["path", "sentence", "client_id"])}
+    validated = {
+        row["path"]: (line, row)
+        for line, row in read_tsv(lang_dir / "validated.tsv", ["path", "sentence", "client_id"])
+    }
     corpus, version = corpus_identity(Path(lang_dir).resolve().parent, "covost2", "2")
     report = PrepReport(corpus, str(lang_dir.resolve()), src, tgt, corpus_version=version)
     excluded = read_excluded_texts(exclude_text, report)
@@ -47,17 +67,29 @@ def prepare_covost2(root: str | os.PathLike, src: str, tgt: str, out: str | os.P
         utt_id = row["path"].replace(".mp3", "")
         clip = lang_dir / "clips" / row["path"]
         if problem is not None:
-            report.skip(split, problem[0], f"{problem[1]} (listed on line {line} of {covost_tsv.name})",
-                        utt_id, clip, None)
+            report.skip(
+                split, problem[0], f"{problem[1]} (listed on line {line} of {covost_tsv.name})", utt_id, clip, None
+            )
             continue
         v_line, v_row = validated[row["path"]]
-        splits[split].append(Utterance(
-            id=utt_id, audio=_converted_name(row["path"]), n_frames=frames,
-            src_text=check_text(v_row["sentence"], lang_dir / "validated.tsv", v_line),
-            tgt_text=check_text(row["translation"], covost_tsv, line), speaker=v_row["client_id"],
-            src_lang=src, tgt_lang=tgt, file=str(covost_tsv), line=line))
-    report.extra["audio"] = {"converted_to_16k_mono": sum(1 for _, p in results if p is None),
-                             "converted_dir": CONVERTED_DIR}
+        splits[split].append(
+            Utterance(
+                id=utt_id,
+                audio=_converted_name(row["path"]),
+                n_frames=frames,
+                src_text=check_text(v_row["sentence"], lang_dir / "validated.tsv", v_line),
+                tgt_text=check_text(row["translation"], covost_tsv, line),
+                speaker=v_row["client_id"],
+                src_lang=src,
+                tgt_lang=tgt,
+                file=str(covost_tsv),
+                line=line,
+            )
+        )
+    report.extra["audio"] = {
+        "converted_to_16k_mono": sum(1 for _, p in results if p is None),
+        "converted_dir": CONVERTED_DIR,
+    }
     ext = read_ext_mt(ext_mt, src, tgt, report) if ext_mt is not None else None
     return finish(out, report, splits, ext, [src, tgt], vocab_size, min_seconds, max_seconds, excluded)
 
@@ -66,8 +98,11 @@ def _language_dir(root: Path, src: str) -> Path:
     for candidate in (root / src, root):
         if (candidate / "validated.tsv").is_file():
             return candidate
-    raise DataError(root, f"no validated.tsv in {root / src} or {root}: expected the Common Voice layout "
-                    "<root>/<src>/{clips/, validated.tsv, covost_v2.<src>_<tgt>.tsv}")
+    raise DataError(
+        root,
+        f"no validated.tsv in {root / src} or {root}: expected the Common Voice layout "
+        "<root>/<src>/{clips/, validated.tsv, covost_v2.<src>_<tgt>.tsv}",
+    )
 
 
 def read_tsv(path: Path, required: list[str]) -> list[tuple[int, dict[str, str]]]:
@@ -84,8 +119,9 @@ def read_tsv(path: Path, required: list[str]) -> list[tuple[int, dict[str, str]]
                 raise DataError(path, f"header lacks column(s) {', '.join(missing)}", 1)
             for fields in reader:
                 if len(fields) != len(header):
-                    raise DataError(path, f"expected {len(header)} tab-separated columns, found {len(fields)}",
-                                    reader.line_num)
+                    raise DataError(
+                        path, f"expected {len(header)} tab-separated columns, found {len(fields)}", reader.line_num
+                    )
                 rows.append((reader.line_num, dict(zip(header, fields))))
     except UnicodeDecodeError as err:
         raise DataError(path, f"not UTF-8 ({err.reason} at byte {err.start})") from err
@@ -98,16 +134,20 @@ def _select_rows(covost_tsv: Path, validated: dict, report: PrepReport) -> list[
     for line, row in read_tsv(covost_tsv, ["path", "translation", "split"]):
         utt_id = row["path"].replace(".mp3", "")
         if row["path"] in seen:
-            raise DataError(covost_tsv, f"clip {row['path']} is listed twice (first on line {seen[row['path']]})",
-                            line)
+            raise DataError(covost_tsv, f"clip {row['path']} is listed twice (first on line {seen[row['path']]})", line)
         seen[row["path"]] = line
         split = SPLITS.get(row["split"])
         if split is None:
-            report.skip("unassigned", "unknown_split", f"split value {row['split']!r} is none of "
-                        f"{', '.join(SPLITS)}", utt_id, covost_tsv, line)
+            report.skip(
+                "unassigned",
+                "unknown_split",
+                f"split value {row['split']!r} is none of {', '.join(SPLITS)}",
+                utt_id,
+                covost_tsv,
+                line,
+            )
         elif row["path"] not in validated:
-            report.skip(split, "not_in_validated_tsv", "clip is not listed in validated.tsv", utt_id,
-                        covost_tsv, line)
+            report.skip(split, "not_in_validated_tsv", "clip is not listed in validated.tsv", utt_id, covost_tsv, line)
         else:
             wanted.append((split, line, row))
     return wanted

@@ -4,6 +4,7 @@ Segments stay inside their talk files as `path:offset:frames` slices (16 kHz sam
 `<talk>_<index>`, where fairseq numbers a talk's segments after sorting them by the offset *as written in
 the YAML* (a string sort); we do the same so our ids name the same segments as a fairseq-prepared manifest.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,17 @@ import soundfile as sf
 import yaml
 from tqdm import tqdm
 
-from speechxl.data.corpus.common import (PrepReport, Utterance, check_text, convert_to_16k_mono, corpus_identity,
-                                         finish, read_excluded_texts, read_ext_mt, read_text_lines)
+from speechxl.data.corpus.common import (
+    PrepReport,
+    Utterance,
+    check_text,
+    convert_to_16k_mono,
+    corpus_identity,
+    finish,
+    read_excluded_texts,
+    read_ext_mt,
+    read_text_lines,
+)
 from speechxl.data.manifest import SAMPLE_RATE
 from speechxl.errors import DataError
 
@@ -36,10 +46,17 @@ _YAML_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 _FLOW_LINE = re.compile(r"^- \{([^'\"\[\]{}#&*!|>%@`]*)\}\s*$")
 
 
-def prepare_mustc(root: str | os.PathLike, lang: str, out: str | os.PathLike, vocab_size: int = 8000,
-                  ext_mt: str | os.PathLike | None = None, min_seconds: float = 0.1,
-                  max_seconds: float = 30.0, exclude_text: Sequence[str | os.PathLike] = (),
-                  corpus_version: str = "unknown") -> dict:
+def prepare_mustc(
+    root: str | os.PathLike,
+    lang: str,
+    out: str | os.PathLike,
+    vocab_size: int = 8000,
+    ext_mt: str | os.PathLike | None = None,
+    min_seconds: float = 0.1,
+    max_seconds: float = 30.0,
+    exclude_text: Sequence[str | os.PathLike] = (),
+    corpus_version: str = "unknown",
+) -> dict:
     """Write `<out>/{train,dev,tst-COMMON[,tst-HE]}.tsv`, `spm.model`, `prep_report.json`; return the report.
 
     Rows whose source text appears in one of the `exclude_text` manifests are dropped (and reported)."""
@@ -53,14 +70,19 @@ def prepare_mustc(root: str | os.PathLike, lang: str, out: str | os.PathLike, vo
     converted: list[str] = []
     trimmed: Counter = Counter()
     splits = {name: _read_split(data / name, name, lang, Path(out), report, converted, trimmed) for name in names}
-    report.extra["audio"] = {"converted_to_16k_mono": len(converted), "converted_dir": CONVERTED_DIR,
-                             "converted_talks": converted, "trimmed_to_talk_end": dict(trimmed)}
+    report.extra["audio"] = {
+        "converted_to_16k_mono": len(converted),
+        "converted_dir": CONVERTED_DIR,
+        "converted_talks": converted,
+        "trimmed_to_talk_end": dict(trimmed),
+    }
     ext = read_ext_mt(ext_mt, "en", lang, report) if ext_mt is not None else None
     return finish(out, report, splits, ext, ["en", lang], vocab_size, min_seconds, max_seconds, excluded)
 
 
-def _read_split(split_dir: Path, split: str, lang: str, out: Path, report: PrepReport, converted: list[str],
-                trimmed: Counter) -> list[Utterance]:
+def _read_split(
+    split_dir: Path, split: str, lang: str, out: Path, report: PrepReport, converted: list[str], trimmed: Counter
+) -> list[Utterance]:
     txt, wav_dir = split_dir / "txt", split_dir / "wav"
     yaml_path = txt / f"{split}.yaml"
     segments = read_segments(yaml_path)
@@ -90,17 +112,32 @@ def _read_split(split_dir: Path, split: str, lang: str, out: Path, report: PrepR
             frames = round(_seconds(seg, "duration", yaml_path, line) * SAMPLE_RATE)
             overshoot = offset + frames - total
             if overshoot > END_TOLERANCE:
-                report.skip(split, "past_end_of_audio", f"segment ends at sample {offset + frames} but "
-                            f"{wav_name} has {total} samples at 16 kHz", seg_id, yaml_path, line)
+                report.skip(
+                    split,
+                    "past_end_of_audio",
+                    f"segment ends at sample {offset + frames} but {wav_name} has {total} samples at 16 kHz",
+                    seg_id,
+                    yaml_path,
+                    line,
+                )
                 continue
             if overshoot > 0:
                 frames -= overshoot
                 trimmed[split] += 1
-            rows.append(Utterance(
-                id=seg_id, audio=f"{audio}:{offset}:{frames}", n_frames=frames,
-                src_text=check_text(texts["en"][i], txt / f"{split}.en", i + 1),
-                tgt_text=check_text(texts[lang][i], txt / f"{split}.{lang}", i + 1),
-                speaker=seg["speaker_id"], src_lang="en", tgt_lang=lang, file=str(yaml_path), line=line))
+            rows.append(
+                Utterance(
+                    id=seg_id,
+                    audio=f"{audio}:{offset}:{frames}",
+                    n_frames=frames,
+                    src_text=check_text(texts["en"][i], txt / f"{split}.en", i + 1),
+                    tgt_text=check_text(texts[lang][i], txt / f"{split}.{lang}", i + 1),
+                    speaker=seg["speaker_id"],
+                    src_lang="en",
+                    tgt_lang=lang,
+                    file=str(yaml_path),
+                    line=line,
+                )
+            )
     return rows
 
 
@@ -114,8 +151,9 @@ def read_segments(path: Path) -> list[dict]:
             segments = yaml.load(text, Loader=_YAML_LOADER)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
-            raise DataError(path, f"invalid YAML: {getattr(err, 'problem', err)}",
-                            None if mark is None else mark.line + 1) from err
+            raise DataError(
+                path, f"invalid YAML: {getattr(err, 'problem', err)}", None if mark is None else mark.line + 1
+            ) from err
     if not isinstance(segments, list):
         raise DataError(path, "expected a list of segments ({duration, offset, speaker_id, wav})")
     for i, seg in enumerate(segments):
