@@ -129,7 +129,7 @@ if run_stage 6; then
   done
   for run in costt costt_noshrink costt_longctc costt_longctc_noshrink; do
     [[ -d $exp/$run/checkpoints/last ]] || continue
-    python3 "$here/shrink_stats.py" "$exp/$run/checkpoints/last" "$prepared/tst-COMMON.tsv" \
+    python3 "$here/../../tools/shrink_stats.py" "$exp/$run/checkpoints/last" "$prepared/tst-COMMON.tsv" \
       --out "$exp/$run/shrink.json" >/dev/null
   done
   python3 - "$exp" <<'PY'

@@ -1,7 +1,7 @@
 """Shrink ratio of a COSTT checkpoint on a manifest: acoustic encoder length before and after CTC-guided
 shrinking, against the transcript's token count (COSTT expects about one shrunk state per token).
 
-    python recipes/synth/shrink_stats.py CHECKPOINT_DIR MANIFEST [--out stats.json]
+    python tools/shrink_stats.py CHECKPOINT_DIR MANIFEST [--out stats.json]
 """
 from __future__ import annotations
 
