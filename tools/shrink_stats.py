@@ -10,10 +10,10 @@ import json
 
 import torch
 
-from speechxl.models import load_model
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
+from speechxl.models import load_model
 
 
 def main() -> None:
