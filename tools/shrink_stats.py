@@ -3,6 +3,7 @@ shrinking, against the transcript's token count (COSTT expects about one shrunk 
 
     python tools/shrink_stats.py CHECKPOINT_DIR MANIFEST [--out stats.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ def main() -> None:
     args = parser.parse_args()
     model, vocab, config = load_model(args.checkpoint)
     rows = read_manifest(args.manifest)
-    dataset = SpeechTextDataset(rows, "st", vocab, manifest=args.manifest, features=FeatureConfig(features="fbank"),
-                                decoding=True)
+    dataset = SpeechTextDataset(
+        rows, "st", vocab, manifest=args.manifest, features=FeatureConfig(features="fbank"), decoding=True
+    )
     frames = acoustic = shrunk = tokens = exact = 0
     per_token = []
     with torch.no_grad():
@@ -40,12 +42,18 @@ def main() -> None:
                 exact += int(s == n_tokens)
                 per_token.append(s / n_tokens)
     per_token.sort()
-    stats = {"utterances": len(per_token), "fbank_frames": frames, "acoustic_states": acoustic,
-             "shrunk_states": shrunk, "transcript_tokens": tokens,
-             "states_per_token_before": round(acoustic / tokens, 3),
-             "states_per_token_after": round(shrunk / tokens, 3),
-             "shrink_factor": round(acoustic / shrunk, 3), "median_states_per_token_after": round(
-                 per_token[len(per_token) // 2], 3), "utterances_with_one_state_per_token": exact}
+    stats = {
+        "utterances": len(per_token),
+        "fbank_frames": frames,
+        "acoustic_states": acoustic,
+        "shrunk_states": shrunk,
+        "transcript_tokens": tokens,
+        "states_per_token_before": round(acoustic / tokens, 3),
+        "states_per_token_after": round(shrunk / tokens, 3),
+        "shrink_factor": round(acoustic / shrunk, 3),
+        "median_states_per_token_after": round(per_token[len(per_token) // 2], 3),
+        "utterances_with_one_state_per_token": exact,
+    }
     text = json.dumps(stats, indent=2)
     print(text)
     if args.out:
