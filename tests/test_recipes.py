@@ -83,6 +83,8 @@ def assert_every_stage_ran(
     assert (decoded["corpus"], decoded["split"], decoded["direction"]) == ("synthst", test_split, pair)
     assert decoded["bleu"] == score["bleu"]
     assert f"| **{exp.name}** (ours) |" in stdout  # stage 6 printed the leaderboard with our row
+    for png in ("leaderboard.png", "curves.png"):  # ... and wrote both pictures
+        assert (exp / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_mustc_recipe_runs_every_stage(synth_mustc, tmp_path):

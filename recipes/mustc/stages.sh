@@ -87,7 +87,9 @@ fi
 
 if run_stage 6; then
   # the decode's score.json names corpus, version, split and direction: it lands in the comparable table
-  say "stage 6: $decode_dir/score.json beside the published numbers"
-  speechxl leaderboard "$decode_dir/score.json"
+  say "stage 6: $decode_dir/score.json beside the published numbers; $exp/leaderboard.png, $exp/curves.png"
+  # the PNGs need matplotlib (pip install 'speechxl[plots]'); without it the tables are still printed
+  speechxl leaderboard "$decode_dir/score.json" --png "$exp/leaderboard.png" || speechxl leaderboard "$decode_dir/score.json"
+  speechxl plot "$exp" --out "$exp/curves.png" || echo "(no curves PNG: see the message above)"
 fi
 say "done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"

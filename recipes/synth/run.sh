@@ -78,5 +78,9 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
   # score.json has one key per line (indented JSON): pick the score out with sed, no JSON parser needed
   printf '\nSynthST tst-COMMON (held-out voice):\n'
   sed -nE 's/^ *"(bleu|chrf|n|signature)": "?(.*[^",])"?,?$/  \1: \2/p' "$exp/decode_tst-COMMON/score.json"
+  # its own leaderboard table (SynthST results never share one with MuST-C's) and the training curves
+  speechxl leaderboard "$exp/decode_tst-COMMON/score.json" --no-published --png "$exp/leaderboard.png" ||
+    speechxl leaderboard "$exp/decode_tst-COMMON/score.json" --no-published
+  speechxl plot "$exp" --out "$exp/curves.png" || echo "(no curves PNG: pip install 'speechxl[plots]')"
 fi
 say "done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
