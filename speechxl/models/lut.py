@@ -40,37 +40,11 @@ from speechxl.models.base import (
     load_model,
     prefix_size,
 )
-from speechxl.models.costt import FRONT_ENDS, SHRINK, CosttConfig, FbankCTCEncoder, ctc_targets
+from speechxl.models.costt import FRONT_ENDS, SHRINK, SIZES, CosttConfig, FbankCTCEncoder, ctc_targets
 from speechxl.modules.positions import SinusoidalPositions
 from speechxl.modules.shrink import ctc_shrink
 
-SIZES: dict[str, dict[str, Any]] = {
-    "base": dict(
-        dim=512,
-        acoustic_layers=6,
-        encoder_layers=6,
-        decoder_layers=6,
-        encoder_heads=8,
-        decoder_heads=8,
-        encoder_ffn_dim=2048,
-        decoder_ffn_dim=2048,
-        dropout=0.1,
-        normalize_before=False,
-    ),
-    "tiny": dict(
-        dim=64,
-        acoustic_layers=2,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_heads=4,
-        decoder_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        dropout=0.1,
-        normalize_before=True,
-        conv_channels=64,
-    ),
-}
+# the same presets as COSTT (its acoustic encoder, semantic encoder and decoder are LUT's too)
 
 
 @dataclass
