@@ -113,11 +113,11 @@ def translate(
         rows, failed = read_manifest(manifest), {}
     else:
         rows, failed = _audio_rows(audio, src_lang or "en", tgt_lang or "de")
-    usable = [row for index, row in enumerate(rows) if index not in failed]
+    row_of_usable = [index for index in range(len(rows)) if index not in failed]  # dataset row -> input row
     # Manifests without language columns (fairseq's bilingual ones): the flags, else the model's config.
     langs = {"src_lang": src_lang or data.get("src_lang", ""), "tgt_lang": tgt_lang or data.get("tgt_lang", "")}
     dataset = SpeechTextDataset(
-        usable,
+        [rows[index] for index in row_of_usable],
         task,
         vocab,
         manifest=manifest or "<audio files>",
@@ -126,7 +126,6 @@ def translate(
         decoding=True,
         langs=langs,
     )
-    row_of_usable = [index for index in range(len(rows)) if index not in failed]
     for usable_index, reason in dataset.skip_reasons.items():
         failed[row_of_usable[usable_index]] = reason
     default_budget = 3_200_000 if dataset.features.features == "wave" else 50_000
