@@ -17,7 +17,8 @@
 #         1 train every row, --jobs at a time (one CPU thread each)
 #         2 average the last 3 checkpoints, translate tst-COMMON (beam 5; hypotheses of at most 60 tokens:
 #           SynthST sentences have ~20, and an untrained decoder would run on to 200), score, probes
-#         3 the table: EXP/results.md (+ the memory probe of tools/probe_chimera_memory.py for Chimera rows)
+#         3 the table: EXP/results.md (tools/results_table.py: updates, wall and CPU time of training, dev ST
+#           loss, BLEU, chrF, audio use, and the memory probe of tools/probe_chimera_memory.py for Chimera rows)
 #         4 beam-5 decoding speed, Chimera (M 64 and 16) vs XSTNet: EXP/bench_decode.jsonl (one JSON line each)
 # --updates is the total (MT + triplet); --mt-updates the MT stage (Chimera's contrastive ramp starts there).
 # `-- key=value` goes to every `speechxl train` (e.g. data.max_wave_samples=320000 for a quicker run).
@@ -49,7 +50,7 @@ while [[ $# -gt 0 ]]; do
     --w2v) w2v=$2; shift 2 ;;
     --avg-last) avg_last=$2; shift 2 ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -82,9 +83,13 @@ train_one() {  # train_one ROW: one `speechxl train`, its wall time in RUN/train
   [[ $row == m16 ]] && args+=(model.memory_slots=16)
   [[ $row == batch || $row == sentence ]] && args+=(model.contrastive="$row" model.contrastive_temperature=0)
   mkdir -p "$run"
-  OMP_NUM_THREADS=1 speechxl train "${args[@]}" "${overrides[@]}" > "$run/train.out" 2>&1 \
+  # wall and CPU (user + system) seconds, added up over resumed runs: on a shared machine CPU time is the compute
+  local TIMEFORMAT='%U %S'
+  { time OMP_NUM_THREADS=1 speechxl train "${args[@]}" "${overrides[@]}" > "$run/train.out" 2>&1; } 2> "$run/cpu.tmp" \
     || { echo "training $run failed; see $run/train.out" >&2; return 1; }
   echo $(( $(cat "$run/train_seconds" 2>/dev/null || echo 0) + SECONDS - t0 )) > "$run/train_seconds"
+  awk -v before="$(cat "$run/train_cpu_seconds" 2>/dev/null || echo 0)" '{ printf "%d\n", before + $1 + $2 }' \
+    "$run/cpu.tmp" > "$run/train_cpu_seconds" && rm "$run/cpu.tmp"
   echo "  $run: trained in $(( SECONDS - t0 )) s"
 }
 
@@ -118,45 +123,13 @@ fi
 
 if run_stage 3; then
   say "stage 3: results -> $exp/results.md"
-  python3 - "$exp" $rows <<'PY'
-import json
-import sys
-from pathlib import Path
-
-from speechxl.train.logs import read_log
-
-exp, rows = Path(sys.argv[1]), sys.argv[2:]
-names = {"chimera": "Chimera (M 64, slot contrastive)", "noctr": "Chimera without contrastive loss",
-         "m16": "Chimera, memory 16", "batch": "Chimera, batch contrastive", "sentence": "Chimera, ConST sentence loss",
-         "xstnet": "XSTNet expand"}
-lines = ["| row | updates (MT + triplet) | train time | dev ST loss | tst-COMMON BLEU | chrF "
-         "| audio use (nats/token) | slot loss own / shuffled | centred cos same / other |",
-         "|---|---|---|---|---|---|---|---|---|"]
-for row in rows:
-    log = read_log(exp / row)
-    train = [r for r in log if r["type"] == "train"]
-    mt = max([r["update"] for r in train if r["stage"] == "mt_pretrain"], default=0)
-    last = max(r["update"] for r in train)
-    seconds = int((exp / row / "train_seconds").read_text())
-    valid = [r for r in log if r["type"] == "valid" and "st_loss" in r]
-    st_loss = f"{valid[-1]['st_loss']:.3f}" if valid else "-"
-    score = json.loads((exp / row / "decode_tst-COMMON" / "score.json").read_text(encoding="utf-8"))
-    gain = json.loads((exp / row / "audio_use.json").read_text(encoding="utf-8"))["gain"]
-    probe = exp / row / "memory_probe.json"
-    memory = json.loads(probe.read_text(encoding="utf-8")) if probe.is_file() else None
-    slots = f"{memory['slot_own']:.3f} / {memory['slot_shuffled']:.3f}" if memory else "-"
-    centred = f"{memory['centred_same_utt']:.3f} / {memory['centred_other_utt']:.3f}" if memory else "-"
-    lines.append(f"| {names[row]} | {last} ({mt} + {last - mt}) | {seconds // 60} min {seconds % 60:02d} s "
-                 f"| {st_loss} | {score['bleu']:.2f} | {score['chrf']:.1f} | {gain:.3f} | {slots} | {centred} |")
-table = "\n".join(lines) + (f"\n\nsacreBLEU {score['signature']}, beam 5, average of the last checkpoints; "
-                            "tst-COMMON is spoken by a voice no run heard. Audio use: dev NLL per target token with "
-                            "another utterance's audio minus with its own (tools/probe_audio_use.py). Memory "
-                            "(tools/probe_chimera_memory.py, dev): the slot contrastive loss against the "
-                            "utterance's own text memory and another's, and the cosine of the utterance-specific "
-                            "parts of its audio and text slots (same sentence / other sentences).\n")
-(exp / "results.md").write_text(table, encoding="utf-8")
-print(table)
-PY
+  declare -A names=([chimera]="Chimera (M 64, slot contrastive)" [noctr]="Chimera without contrastive loss"
+                    [m16]="Chimera, memory 16" [batch]="Chimera, batch contrastive"
+                    [sentence]="Chimera, ConST sentence loss" [xstnet]="XSTNet expand")
+  labels=()
+  for row in $rows; do labels+=("$row=${names[$row]}"); done
+  python3 "$here/../../tools/results_table.py" --exp "$exp" --runs $rows --label "${labels[@]}" --label-header row \
+    --columns updates time cpu dev bleu chrf audio_use memory --dev-metric st_loss --out "$exp/results.md"
 fi
 if run_stage 4; then
   say "stage 4: beam-5 decoding speed on tst-COMMON -> $exp/bench_decode.jsonl"
