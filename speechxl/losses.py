@@ -94,3 +94,22 @@ def sentence_contrastive_loss(
     (B, T, D) + masks -> (B,)."""
     logits = _cosine_matrix(masked_mean(audio, audio_padding_mask), masked_mean(text, text_padding_mask))
     return -(logits / temperature).log_softmax(dim=0).diagonal()
+
+
+# ---------------------------------------------------------------------------------------------- masked LM
+# FAT-MLM (speechxl/models/fat.py): cross-entropy on masked tokens and L2 reconstruction of masked fbank frames.
+
+
+def masked_tokens_ce_loss(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Cross-entropy of the logits (N, V) at the N masked positions against their original tokens (N,), summed;
+    returns (loss, N)."""
+    return F.cross_entropy(logits.float(), tokens, reduction="sum"), int(tokens.numel())
+
+
+def masked_frames_l2_loss(
+    prediction: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """Per masked frame, the mean over feature bins of the squared error; summed over the frames where
+    `frame_mask` (B, T) is True. prediction, target (B, T, bins). Returns (loss, masked frames)."""
+    error = (prediction.float() - target.float()).pow(2).mean(dim=-1)
+    return error[frame_mask].sum(), int(frame_mask.sum())

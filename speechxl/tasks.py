@@ -10,7 +10,8 @@ A task names manifest columns (`audio src_text tgt_text src_lang tgt_lang`) and 
 - `fields`: columns a row must have (non-empty) to train on it; rows without them are counted skips.
 - `budget`: `audio` (fbank frames or wave samples per batch) or `tokens` (text tokens per batch).
 - `encoder_input`: `audio` or `text` (the transcript).
-- `decoder_target`: the batch key the decoder learns (`target` or `transcript`).
+- `decoder_target`: the batch key the decoder learns (`target` or `transcript`), or None for a loss-only
+  task without a decoder target (FAT-MLM's masked-LM tasks: the model masks and predicts its inputs).
 - `prefix_lang`: the column whose language tag starts the decoder target; it is ignored by the loss and
   forced by search (when the data prepends language tags at all: `data.prepend_lang_tag`).
 - `output`: what decoding this task writes (`translation`, `transcript`), or None: a loss-only task.
@@ -48,12 +49,12 @@ class Task:
     fields: tuple[str, ...]
     budget: str
     encoder_input: str
-    decoder_target: str
+    decoder_target: str | None
     output: str | None
 
     @property
-    def prefix_lang(self) -> str:
-        return LANG_COLUMN[self.decoder_target]
+    def prefix_lang(self) -> str | None:
+        return LANG_COLUMN[self.decoder_target] if self.decoder_target else None
 
     @property
     def needs_audio(self) -> bool:
@@ -84,7 +85,8 @@ def register_task(task: Task) -> Task:
         (task.decoder_target, (TARGET, TRANSCRIPT), "decoder_target"),
     ):
         if value not in allowed:
-            raise ValueError(f"task {task.name}: {what} must be one of {allowed}, not {value!r}")
+            if not (what == "decoder_target" and value is None and task.output is None):  # loss-only task
+                raise ValueError(f"task {task.name}: {what} must be one of {allowed}, not {value!r}")
     if task.output is not None and task.output not in OUTPUTS:
         raise ValueError(f"task {task.name}: output must be one of {sorted(OUTPUTS)} or None, not {task.output!r}")
     TASKS[task.name] = task
@@ -125,6 +127,33 @@ for _task in (
         decoder_target=TARGET,
         output="translation",
     ),
+):
+    register_task(_task)
+
+# FAT-MLM's masked-LM tasks (speechxl/models/fat.py), one per subset of fields a corpus may have: the model
+# masks whichever of speech / source text / target text a batch carries and predicts them (loss only: no
+# decoder target, no output; validation ranks checkpoints by the masked loss). Bitext from `ext_mt` arrives as
+# `mt` batches, which FAT-MLM reads by their fields too (translation LM).
+for _task in (
+    Task("mlm_speech", fields=("audio",), budget=AUDIO, encoder_input=AUDIO, decoder_target=None, output=None),
+    Task("mlm_asr", fields=("audio", "src_text"), budget=AUDIO, encoder_input=AUDIO, decoder_target=None, output=None),
+    Task(
+        "mlm_triplet",
+        fields=("audio", "src_text", "tgt_text"),
+        budget=AUDIO,
+        encoder_input=AUDIO,
+        decoder_target=None,
+        output=None,
+    ),
+    Task(
+        "mlm_bitext",
+        fields=("src_text", "tgt_text"),
+        budget="tokens",
+        encoder_input=TEXT,
+        decoder_target=None,
+        output=None,
+    ),
+    Task("mlm_text", fields=("src_text",), budget="tokens", encoder_input=TEXT, decoder_target=None, output=None),
 ):
     register_task(_task)
 

@@ -181,7 +181,7 @@ class SpeechTextDataset(torch.utils.data.Dataset):
                 self.skip_reasons[index] = reason
                 continue
             tokens = {key: self._tokens(vocab, row, key, line) for key in self.texts}
-            if prepend_lang_tag:
+            if prepend_lang_tag and spec.prefix_lang:  # loss-only tasks have no decoder prefix
                 self.prefixes.append(self._tag(vocab, row, spec.prefix_lang, line))
             if stored:
                 self.stored.add(len(self.ids))
@@ -371,7 +371,8 @@ def collate(examples: Sequence[Example], task: str, pad: int, eos: int) -> dict[
         batch[f"prev_{name}"] = _prev_output(tokens, lengths, pad, eos)
     has_prefix = examples[0].prefix is not None
     batch["prefix"] = torch.tensor([[e.prefix] for e in examples], dtype=torch.long) if has_prefix else None
-    counted = batch[f"{get_task(task).decoder_target}_lengths"]
+    decoder_target = get_task(task).decoder_target
+    counted = batch[f"{decoder_target}_lengths"] if decoder_target else None
     batch["ntokens"] = int(counted.sum()) if counted is not None else 0
     return batch
 

@@ -49,6 +49,8 @@ ARCHS: dict[str, type | str] = {
     "chimera": "speechxl.models.chimera:Chimera",
     "costt": "speechxl.models.costt:COSTT",
     "lut": "speechxl.models.lut:LUT",
+    "fat_mlm": "speechxl.models.fat:FatMLM",
+    "fat_st": "speechxl.models.fat:FatST",
 }
 
 
