@@ -191,7 +191,7 @@ def test_covost2_recipe_prep_stage(synth_covost2, tmp_path):
 @pytest.mark.parametrize(
     "corpus, args, message",
     [
-        ("mustc", ["--method", "fat"], "--method fat is not available yet"),
+        ("mustc", ["--method", "fat", "--lang", "de", "--stage", "2"], "--method fat needs FAT-MLM's checkpoint"),
         ("mustc", ["--method", "nope"], "unknown --method nope"),
         ("mustc", ["--lang", "xx"], "--lang xx is not a MuST-C v1 language"),
         ("mustc", ["--lang", "de", "--stop-stage", "0"], "--root .* is required"),

@@ -3,7 +3,7 @@
 # -> decode -> score.
 #
 #   bash recipes/covost2/run.sh --root /data/cv4 --src en --tgt de --w2v exp/wav2vec_small_hf [--ext-mt DIR]
-#        [--stage N] [--stop-stage M] [--method xstnet|chimera|costt|lut] [--conf FILE] [--data DIR] [--exp DIR]
+#        [--stage N] [--stop-stage M] [--method xstnet|chimera|costt|lut|fat] [--conf FILE] [--data DIR] [--exp DIR]
 #        [--vocab-size 10000] [--avg-last 10] [--max-len-b 200] [--amp auto|none|bf16|fp16] [--jobs 4] [-- key=value ...]
 #
 # --root     Common Voice root holding <src>/clips, <src>/validated.tsv, <src>/covost_v2.<src>_<tgt>.tsv
@@ -11,6 +11,8 @@
 #              X->En (fr de es ca it ru zh pt fa et mn nl tr ar sv lv sl ta ja id cy)
 # --w2v      pre-trained wav2vec 2.0 as an HF directory: speechxl convert fairseq-wav2vec2 wav2vec_small.pt DIR
 # --method   costt / lut: fbank models, no --w2v; lut needs -- model.teacher_path=DIR (an MT checkpoint)
+#            fat: stage 1 pre-trains FAT-MLM (conf/fat_mlm_<variant>.yaml) in EXP/fat_mlm, whose best checkpoint
+#            starts FAT-ST (conf/fat_<variant>.yaml: L_ST + L_MT, then ST fine-tuning); overrides go to both runs
 #            (use a wav2vec2 pre-trained on the source language's speech for X->En)
 # --ext-mt   external MT text (train.<src> + train.<tgt>, aligned lines): selects conf/xstnet_expand.yaml
 # --conf     experiment config (default: conf/xstnet_base.yaml, or xstnet_expand.yaml with --ext-mt)
@@ -74,9 +76,8 @@ die() { echo "recipes/covost2/run.sh: $*" >&2; exit 2; }
 case $method in
   xstnet) ;;
   chimera) avg_around_best=1; lenpen=1.5; [[ $avg_last_set ]] || avg_last=7 ;;  # Chimera: 7 around the best
-  costt|lut) fbank=1 ;;  # fbank front ends: no wav2vec2 (--w2v is not used)
-  fat) die "--method $method is not available yet (available: xstnet, chimera, costt, lut)" ;;
-  *) die "unknown --method $method (available: xstnet, chimera, costt, lut; planned: fat)" ;;
+  costt|lut|fat) fbank=1 ;;  # fbank front ends: no wav2vec2 (--w2v is not used)
+  *) die "unknown --method $method (available: xstnet, chimera, costt, lut, fat)" ;;
 esac
 en_to_x=" de ca zh fa et mn tr ar sv lv sl ta ja id cy "
 x_to_en=" fr de es ca it ru zh pt fa et mn nl tr ar sv lv sl ta ja id cy "
@@ -88,6 +89,11 @@ variant=base
 conf=${conf:-$here/conf/${method}_${variant}.yaml}
 data=${data:-data/covost2/$src-$tgt}
 exp=${exp:-exp/covost2_${src}-${tgt}_${method}_${variant}}
+
+if [[ $method == fat ]]; then  # FAT-MLM pre-training (stage 1) before FAT-ST; recipes/mustc/stages.sh runs it
+  mlm_conf=$here/conf/fat_mlm_$variant.yaml
+  mlm_exp=$exp/fat_mlm
+fi
 
 prep=(speechxl prep covost2 --root "$root" --src "$src" --tgt "$tgt" --jobs "$jobs")
 test_split=test

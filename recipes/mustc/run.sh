@@ -2,12 +2,14 @@
 # MuST-C En->X speech translation with XSTNet: prep -> MT pre-training -> multitask -> average -> decode -> score.
 #
 #   bash recipes/mustc/run.sh --root /data/MUST-C --lang de --w2v exp/wav2vec_small_hf [--ext-mt /data/wmt_en_de]
-#        [--stage N] [--stop-stage M] [--method xstnet|chimera|costt|lut] [--conf FILE] [--data DIR] [--exp DIR]
+#        [--stage N] [--stop-stage M] [--method xstnet|chimera|costt|lut|fat] [--conf FILE] [--data DIR] [--exp DIR]
 #        [--vocab-size 10000] [--avg-last 10] [--max-len-b 200] [--amp auto|none|bf16|fp16] [-- key=value ...]
 #
 # --root     MuST-C root (the directory holding en-<lang>/)        --lang  de es fr it nl pt ro ru
 # --w2v      pre-trained wav2vec 2.0 as an HF directory: speechxl convert fairseq-wav2vec2 wav2vec_small.pt DIR
 # --method   costt / lut: fbank models, no --w2v; lut needs -- model.teacher_path=DIR (an MT checkpoint)
+#            fat: stage 1 pre-trains FAT-MLM (conf/fat_mlm_<variant>.yaml) in EXP/fat_mlm, whose best checkpoint
+#            starts FAT-ST (conf/fat_<variant>.yaml: L_ST + L_MT, then ST fine-tuning); overrides go to both runs
 # --ext-mt   external MT text (train.en + train.<lang>, aligned lines): selects conf/xstnet_expand.yaml
 # --conf     experiment config (default: conf/xstnet_base.yaml, or xstnet_expand.yaml with --ext-mt)
 # --amp      mixed precision; auto = bf16 on a CUDA GPU, none on a CPU
@@ -68,9 +70,8 @@ die() { echo "recipes/mustc/run.sh: $*" >&2; exit 2; }
 case $method in
   xstnet) ;;
   chimera) avg_around_best=1; lenpen=1.5; [[ $avg_last_set ]] || avg_last=7 ;;  # Chimera: 7 around the best
-  costt|lut) fbank=1 ;;  # fbank front ends: no wav2vec2 (--w2v is not used)
-  fat) die "--method $method is not available yet (available: xstnet, chimera, costt, lut)" ;;
-  *) die "unknown --method $method (available: xstnet, chimera, costt, lut; planned: fat)" ;;
+  costt|lut|fat) fbank=1 ;;  # fbank front ends: no wav2vec2 (--w2v is not used)
+  *) die "unknown --method $method (available: xstnet, chimera, costt, lut, fat)" ;;
 esac
 case $lang in
   de|es|fr|it|nl|pt|ro|ru) ;;
@@ -81,6 +82,11 @@ variant=base
 conf=${conf:-$here/conf/${method}_${variant}.yaml}
 data=${data:-data/mustc/en-$lang}
 exp=${exp:-exp/mustc_en-${lang}_${method}_${variant}}
+
+if [[ $method == fat ]]; then  # FAT-MLM pre-training (stage 1) before FAT-ST; recipes/mustc/stages.sh runs it
+  mlm_conf=$here/conf/fat_mlm_$variant.yaml
+  mlm_exp=$exp/fat_mlm
+fi
 
 prep=(speechxl prep mustc --root "$root" --lang "$lang" --corpus-version v1)
 test_split=tst-COMMON

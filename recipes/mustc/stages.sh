@@ -1,6 +1,7 @@
 # Stages 0-6 of the XSTNet recipes; sourced by recipes/mustc/run.sh and recipes/covost2/run.sh after they
 # parse their flags. They set: stage stop_stage method conf data exp w2v ext_mt vocab_size avg_last max_len_b amp
-# overrides (array), optional fbank (costt, lut: no wav2vec2),
+# overrides (array), optional fbank (costt, lut, fat: no wav2vec2), optional mlm_conf + mlm_exp (FAT-MLM
+# pre-training before stage 1's run; its best checkpoint starts the method's model),
 # optional avg_around_best (average around the best instead of the last) and lenpen,
 # prep (array: `speechxl prep <corpus> ...` without --out/--vocab-size/--ext-mt),
 # and test_split.
@@ -23,20 +24,27 @@ count_stages() {
   if grep -q '^stages:' "$conf"; then grep -c '^ *- name:' "$conf" || true; else echo 0; fi
 }
 
-train_args() {
-  local precision=$amp
+train_args() {  # train_args [CONF RUN_DIR]: default the method's config and $exp
+  local precision=$amp config=${1:-$conf} run=${2:-$exp}
   if [[ $precision == auto ]]; then
     precision=$(python3 -c 'import torch; print("bf16" if torch.cuda.is_available() else "none")')
   fi
-  args=(--config "$conf" run_dir="$exp" data.manifest_dir="$data" train.amp="$precision")
-  # fbank models (costt, lut) have no wav2vec2 to load
+  args=(--config "$config" run_dir="$run" data.manifest_dir="$data" train.amp="$precision")
+  # fbank models (costt, lut, fat) have no wav2vec2 to load
   [[ -n $w2v && -z ${fbank:-} ]] && args+=(model.w2v_path="$(cd "$w2v" && pwd)")
+  # FAT-ST starts from FAT-MLM's best checkpoint (by the dev masked loss)
+  [[ -n ${mlm_exp:-} && $run == "$exp" ]] && args+=(model.mlm_checkpoint="$(cd "$mlm_exp/checkpoints/best" && pwd -P)")
   args+=("${overrides[@]}")
 }
 
 # LUT's frozen text encoder is a speechxl MT checkpoint the user names (it is not trained by this recipe)
 if [[ $method == lut ]] && (run_stage 1 || run_stage 2) && [[ " ${overrides[*]} " != *" model.teacher_path="* ]]; then
   die "--method lut needs its text encoder: -- model.teacher_path=DIR (a speechxl MT checkpoint, e.g. COSTT's MT step)"
+fi
+
+# FAT-ST's stages start from FAT-MLM's best checkpoint, which stage 1 makes
+if [[ -n ${mlm_exp:-} ]] && ! run_stage 1 && run_stage 2 && [[ ! -d $mlm_exp/checkpoints/best ]]; then
+  die "--method $method needs FAT-MLM's checkpoint $mlm_exp/checkpoints/best: run stage 1 first"
 fi
 
 start=$SECONDS
@@ -47,6 +55,12 @@ if run_stage 0; then
   ext_args=()
   [[ -n $ext_mt ]] && ext_args=(--ext-mt "$ext_mt")
   "${prep[@]}" --out "$data" --vocab-size "$vocab_size" "${ext_args[@]}"
+fi
+
+if run_stage 1 && [[ -n ${mlm_conf:-} ]]; then  # FAT: pre-train FAT-MLM first (optional mlm_conf, mlm_exp)
+  say "stage 1: FAT-MLM pre-training of $mlm_exp ($mlm_conf)"
+  train_args "$mlm_conf" "$mlm_exp"
+  show_and_run speechxl train "${args[@]}"
 fi
 
 if run_stage 1; then
