@@ -368,12 +368,14 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
 
     def run(a):
-        import time
-
-        import numpy as np
-
         from speechxl.inference.longform import VadOptions, write_subtitles
-        from speechxl.inference.streaming import PolicyOptions, StreamingTranslator, stream_segments
+        from speechxl.inference.streaming import (
+            PolicyOptions,
+            StreamingTranslator,
+            file_chunks,
+            pcm_chunks,
+            stream_segments,
+        )
         from speechxl.models import load_model
 
         if a.format and not a.out:
@@ -392,34 +394,13 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
             src_lang=a.src_lang,
             device=a.device,
         )
-        size = max(1, int(a.chunk_ms * 16))
-
-        def chunks():
-            if a.audio == "-":
-                width, dtype = (2, np.int16) if a.pcm_format == "s16le" else (4, np.float32)
-                while True:
-                    data = sys.stdin.buffer.read(size * width)
-                    if not data:
-                        return
-                    samples = np.frombuffer(data[: len(data) // width * width], dtype=dtype)
-                    yield samples / 32768.0 if dtype == np.int16 else samples
-            else:
-                import soundfile as sf
-                import soxr
-
-                rate = sf.info(a.audio).samplerate
-                block = max(1, round(size * rate / 16000))
-                for samples in sf.blocks(a.audio, blocksize=block, dtype="float32", always_2d=True):
-                    samples = samples.mean(axis=1)
-                    if rate != 16000:
-                        samples = soxr.resample(samples, rate, 16000)
-                    if a.realtime:
-                        time.sleep(len(samples) / 16000)
-                    yield samples
-
+        if a.audio == "-":
+            chunks = pcm_chunks(sys.stdin.buffer, a.chunk_ms, a.pcm_format)
+        else:
+            chunks = file_chunks(a.audio, a.chunk_ms, realtime=a.realtime)
         vad = VadOptions(max_seconds=a.max_segment) if a.segment == "vad" else None
         cues, current = [], []
-        for piece in stream_segments(translator, chunks(), vad=vad):
+        for piece in stream_segments(translator, chunks, vad=vad):
             if piece.text:
                 print(f"[{piece.time:8.2f}s] {piece.text}", flush=True)
             current.append(piece.text)

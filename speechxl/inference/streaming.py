@@ -5,13 +5,17 @@ Works for every model through the model protocol (speechxl.models.base.SpeechMod
 `decode_prefix`, `logit_processors`, `output_texts`. Nothing here knows a model by name.
 
 What each chunk recomputes (`StreamingTranslator.push`):
-- features of the whole received prefix: fbank models recompute fbank + CMVN of the prefix (utterance CMVN
-  uses the mean/variance of everything received so far, so every frame's features change a little as audio
-  arrives; global CMVN from the checkpoint's stats would not), wave models take the wave prefix as it is;
-- the encoder over the whole prefix (O(n²) over an utterance). Nothing of the encoder is reused: with utterance
-  CMVN its inputs change anyway. A model trained with `model.encoder_chunk_frames` (chunk-causal encoder) keeps
-  the Transformer states of complete past chunks unchanged given the same inputs, which makes earlier decisions
-  stable; the conv subsampler still sees a few frames of right context at the chunk edge;
+- features: fbank models compute the fbank frames of the new samples only (Kaldi frames depend on their own
+  25 ms window: bit-equal to the fbank of the whole prefix), then CMVN over all frames: utterance CMVN uses the
+  mean/variance of everything received so far, so every frame's features change a little as audio arrives;
+  global CMVN (`data.cmvn: global`) leaves past frames unchanged. Wave models take the wave prefix as it is;
+- the model's front end (conv subsampler, positions) over the whole prefix: O(prefix) per chunk, cheap;
+- the Transformer encoder: by default over the whole prefix. A chunk-causal encoder (`model.encoder_chunk_frames`
+  N) keeps the per-layer keys/values and outputs of its complete chunks (modules.transformer.EncoderStateCache)
+  and runs only the chunks from the first one whose input frames changed: with global CMVN that is the chunk
+  holding the front end's lookahead (an s2t conv stack of k=5 looks ≤ 2 encoder frames ahead) and the new
+  frames; with utterance CMVN every input changes, so nothing is reused (the result is the same either way:
+  the cache compares inputs, it never approximates);
 - the decoder over the forced prefix (`decode_prefix` = the language tag) + the committed tokens, in one call,
   then new tokens one at a time (its cross-attention keys depend on the new encoder states).
 
@@ -29,16 +33,31 @@ When the source is finished every policy writes the rest of its hypothesis (gree
 from __future__ import annotations
 
 import math
+import os
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
+import kaldi_native_fbank as knf
 import numpy as np
 import torch
 
-from speechxl.data.audio import SAMPLE_RATE, compute_fbank, fbank_frames, global_cmvn, utterance_cmvn
+from speechxl.data.audio import (
+    SAMPLE_RATE,
+    compute_fbank,
+    fbank_frames,
+    fbank_options,
+    global_cmvn,
+    load_audio,
+    utterance_cmvn,
+    utterance_cmvn_fairseq,
+)
 from speechxl.data.dataset import FeatureConfig
+from speechxl.errors import DataError
 from speechxl.inference.search import NoToken, apply_processors, beam_search
-from speechxl.modules.transformer import DecoderLayer, TransformerDecoder
+from speechxl.modules.transformer import DecoderLayer, EncoderStateCache, TransformerDecoder, TransformerEncoder
 from speechxl.tasks import get_task
 
 POLICIES = ("waitk", "la", "alignatt")
@@ -74,29 +93,60 @@ class Commit:
 
 
 class FeatureExtractor:
-    """The model input of a wave prefix, as the checkpoint's `data` section says (dataset.py `_features`)."""
+    """The model input of a wave prefix, as the checkpoint's `data` section says (dataset.py `_features`).
+
+    Calling it computes the features of a whole wave (the reference). `push(samples)` / `current()` keep the
+    features of a growing stream instead: Kaldi fbank frames depend only on their own 25 ms window, so only
+    the frames of new samples are computed (bit-equal to the whole-wave fbank); CMVN is then applied to all of
+    them (utterance CMVN: the statistics of the whole prefix, so every frame changes a little as audio arrives;
+    global CMVN: fixed statistics, so the features of past frames never change)."""
 
     def __init__(self, data_config: dict[str, Any]):
         from_data = getattr(FeatureConfig, "from_data", None)  # reads data.cmvn / global stats where supported
         config = from_data(data_config) if from_data else FeatureConfig(features=data_config.get("features", "fbank"))
         self.features, self.cmvn, self.num_mel_bins = config.features, config.cmvn, config.num_mel_bins
+        self.fairseq_cmvn = getattr(config, "fairseq_cmvn", False)
         self.stats = None
         if getattr(config, "global_cmvn", ""):
             with np.load(config.global_cmvn) as stats:
                 self.stats = stats["mean"].astype(np.float32), stats["std"].astype(np.float32)
+        self.reset()
 
     def min_samples(self) -> int:
         return 400  # one 25 ms window: fbank's first frame, wav2vec2's first conv
 
+    def _normalize(self, feats: np.ndarray) -> np.ndarray:
+        if self.stats is not None:
+            return global_cmvn(feats, *self.stats)
+        if self.cmvn:
+            return (utterance_cmvn_fairseq if self.fairseq_cmvn else utterance_cmvn)(feats)
+        return feats
+
     def __call__(self, wave: np.ndarray) -> torch.Tensor:
         if self.features == "wave":
             return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
-        feats = compute_fbank(wave, self.num_mel_bins)
-        if self.stats is not None:
-            feats = global_cmvn(feats, *self.stats)
-        elif self.cmvn:
-            feats = utterance_cmvn(feats)
-        return torch.from_numpy(feats)
+        return torch.from_numpy(self._normalize(compute_fbank(wave, self.num_mel_bins)))
+
+    def reset(self) -> None:
+        self.wave = np.zeros(0, dtype=np.float32)
+        self._fbank = knf.OnlineFbank(fbank_options(self.num_mel_bins)) if self.features == "fbank" else None
+        self._frames = np.zeros((0, self.num_mel_bins), dtype=np.float32)
+
+    def push(self, samples: np.ndarray) -> None:
+        self.wave = np.concatenate([self.wave, samples])
+        if self._fbank is not None and len(samples):
+            # Kaldi expects 16-bit integer sample values (as compute_fbank)
+            self._fbank.accept_waveform(SAMPLE_RATE, samples * 32768.0)
+            first, ready = len(self._frames), self._fbank.num_frames_ready
+            if ready > first:
+                new = np.stack([self._fbank.get_frame(i) for i in range(first, ready)])
+                self._frames = np.concatenate([self._frames, new])
+
+    def current(self) -> torch.Tensor:
+        """The features of everything pushed since `reset`: equal to `self(self.wave)`."""
+        if self.features == "wave":
+            return torch.from_numpy(self.wave.copy())
+        return torch.from_numpy(self._normalize(self._frames))
 
     def length(self, n_samples: int) -> int:
         return n_samples if self.features == "wave" else fbank_frames(n_samples)
@@ -121,6 +171,7 @@ class StreamingTranslator:
         tgt_lang: str = "de",
         src_lang: str = "en",
         device: str = "cpu",
+        encoder_cache: bool = True,
     ):
         self.model, self.vocab, self.options, self.device = model.eval(), vocab, options, device
         self.task = get_task(task)
@@ -132,10 +183,20 @@ class StreamingTranslator:
             if not decoders:
                 raise ValueError("alignatt needs a model whose decoder is a TransformerDecoder (cross-attention)")
             self.attn_layers = [d.layers[options.attn_layer] for d in decoders]
+        # chunk-causal encoders keep the states of complete past chunks between pushes (EncoderStateCache)
+        self.cached_encoders = [
+            m for m in model.modules() if isinstance(m, TransformerEncoder) and m.chunk_frames > 0 and encoder_cache
+        ]
         self.reset()
 
+    @property
+    def wave(self) -> np.ndarray:
+        """The samples received since `reset`."""
+        return self.features.wave
+
     def reset(self) -> None:
-        self.wave = np.zeros(0, dtype=np.float32)
+        self.features.reset()
+        self.encoder_caches = [EncoderStateCache() for _ in self.cached_encoders]
         self.committed: list[int] = []
         self.committed_text = ""
         self.chunks = 0
@@ -144,8 +205,9 @@ class StreamingTranslator:
 
     # ------------------------------------------------------------------------------------------ batch / decode
 
-    def _batch(self) -> dict[str, Any]:
-        audio = self.features(self.wave)
+    def _batch(self, audio: torch.Tensor | None = None) -> dict[str, Any]:
+        """The model batch of the received audio (or of `audio`, features of another prefix)."""
+        audio = self.features.current() if audio is None else audio
         length = audio.size(0)
         batch: dict[str, Any] = {
             "ids": ["stream"],
@@ -185,7 +247,7 @@ class StreamingTranslator:
             layer.keep_cross_attention = True
         try:
             while budget is None or len(new) < budget:
-                if len(tokens) - 1 - len(forced) >= max_len:
+                if len(tokens) - 1 >= max_len:  # the limit counts the forced prefix, as offline search does
                     return new, True
                 row = torch.tensor([tokens], device=self.device)
                 for layer in self.attn_layers if check_attention else []:
@@ -212,16 +274,16 @@ class StreamingTranslator:
     def _beam(self, batch: dict[str, Any], beam: int) -> list[int]:
         """Full re-decoding with forced prefix + committed tokens (beam search); the tokens after them."""
         forced = self._forced(batch)
-        if len(self.committed) >= self._max_len():
+        if len(forced) + len(self.committed) >= self._max_len():
             return []
         prefix = torch.tensor([forced + self.committed], device=self.device) if forced + self.committed else None
-        # the length limit counts the forced tokens too: the same a·|x| + b generated tokens as _greedy
+        # the length limit a·|x| + b counts the forced prefix, as offline search and _greedy do
         hyp = beam_search(
             self.model,
             batch,
             beam=beam,
             max_len_a=self.options.max_len_a,
-            max_len_b=self.options.max_len_b + len(forced),
+            max_len_b=self.options.max_len_b,
             prefix=prefix,
         )[0][0].tokens
         hyp = hyp[:-1] if hyp and hyp[-1] == self.model.eos else hyp
@@ -234,7 +296,7 @@ class StreamingTranslator:
         """Append a chunk of 16 kHz float samples; returns what the policy commits after it."""
         if self.finished:
             raise RuntimeError("the utterance is finished: reset() before the next one")
-        self.wave = np.concatenate([self.wave, np.asarray(samples, dtype=np.float32)])
+        self.features.push(np.asarray(samples, dtype=np.float32))
         self.chunks += 1
         seconds = len(self.wave) / SAMPLE_RATE
         if len(self.wave) < self.features.min_samples():
@@ -242,7 +304,13 @@ class StreamingTranslator:
                 return Commit([], "", seconds, False)
             self.finished = True
             return Commit([], "", seconds, True)
-        new = self._decide(finished)
+        for encoder, cache in zip(self.cached_encoders, self.encoder_caches):
+            encoder.stream_cache = cache
+        try:
+            new = self._decide(finished)
+        finally:
+            for encoder in self.cached_encoders:
+                encoder.stream_cache = None
         self.committed += new
         self.finished = finished
         text = self.text()
@@ -288,6 +356,72 @@ def longest_common_prefix(seqs: list[list[int]]) -> list[int]:
 def chunks_of(wave: np.ndarray, chunk_ms: float) -> list[np.ndarray]:
     size = max(1, math.ceil(chunk_ms / 1000 * SAMPLE_RATE))
     return [wave[i : i + size] for i in range(0, len(wave), size)] or [wave]
+
+
+def file_chunks(path: str, chunk_ms: float, realtime: bool = False) -> Iterator[np.ndarray]:
+    """16 kHz mono float chunks of `chunk_ms` of an audio file, read block by block: channels averaged, other
+    rates resampled as a stream (soxr, equal to resampling the whole file); `realtime` sleeps as long as each
+    chunk lasts, like a microphone. An unreadable file raises DataError naming it."""
+    import soundfile as sf
+
+    if not os.path.isfile(path):
+        raise DataError(path, "no such audio file")
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise DataError(path, f"cannot read the audio: {err}") from None
+    if info.format == "MP3":  # libsndfile's MPEG decoder is wrong after a partial read (data/audio.py): whole file
+        pieces = iter(chunks_of(load_audio(path), chunk_ms)) if info.frames else iter(())
+    else:
+        pieces = _resampled_blocks(path, info, chunk_ms)
+    for samples in pieces:
+        if realtime:
+            time.sleep(len(samples) / SAMPLE_RATE)
+        yield samples
+
+
+def _resampled_blocks(path: str, info, chunk_ms: float) -> Iterator[np.ndarray]:
+    import soundfile as sf
+    import soxr
+
+    size = max(1, round(chunk_ms / 1000 * info.samplerate))
+    resampler = soxr.ResampleStream(info.samplerate, SAMPLE_RATE, 1, dtype="float32")
+    read = 0
+    try:
+        for block in sf.blocks(path, blocksize=size, dtype="float32", always_2d=True):
+            read += len(block)
+            samples = block.mean(axis=1)
+            if info.samplerate != SAMPLE_RATE:
+                samples = resampler.resample_chunk(samples, last=read >= info.frames)
+            yield samples
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise DataError(path, f"the audio breaks off after {read} samples: {err}") from None
+
+
+PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+
+
+def pcm_chunks(stream: BinaryIO, chunk_ms: float, fmt: str = "s16le") -> Iterator[np.ndarray]:
+    """16 kHz mono float chunks of raw little-endian PCM (`s16le` or `f32le`) read from a binary stream until
+    it ends. A stream that ends inside a sample loses that partial sample, with a warning on stderr."""
+    dtype = PCM_FORMATS[fmt]
+    want = max(1, round(chunk_ms / 1000 * SAMPLE_RATE)) * dtype.itemsize
+    rest = b""
+    while True:
+        data = stream.read(want - len(rest))
+        if not data:
+            break
+        data, rest = rest + data, b""
+        whole = len(data) // dtype.itemsize * dtype.itemsize
+        data, rest = data[:whole], data[whole:]
+        if data:
+            samples = np.frombuffer(data, dtype=dtype).astype(np.float32)
+            yield samples / 32768.0 if fmt == "s16le" else samples
+    if rest:
+        print(
+            f"warning: the {fmt} stream ended inside a sample: {len(rest)} trailing byte(s) dropped",
+            file=sys.stderr,
+        )
 
 
 def stream_wave(translator: StreamingTranslator, wave: np.ndarray, chunk_ms: float) -> list[Commit]:

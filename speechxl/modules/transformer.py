@@ -289,6 +289,26 @@ class EncoderLayer(_Sublayers):
         )
         return self.residual(x, self.ffn_norm, self.ffn)
 
+    def forward_with_past(
+        self,
+        x: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """New frames x (B, t, D) attend to the cached keys/values `past` of earlier frames and to themselves
+        (`mask` (1, 1, t, past + t), True = attend). Returns the output and keys/values of past + new frames."""
+        kv: list[torch.Tensor] = []
+
+        def attend(h: torch.Tensor) -> torch.Tensor:
+            keys, values = self.self_attn.keys_values(h)
+            if past is not None:
+                keys, values = torch.cat([past[0], keys], dim=2), torch.cat([past[1], values], dim=2)
+            kv.extend((keys, values))
+            return self.self_attn(h, keys, values, mask=mask)
+
+        x = self.residual(x, self.self_attn_norm, attend)
+        return self.residual(x, self.ffn_norm, self.ffn), kv[0], kv[1]
+
 
 class DecoderLayer(_Sublayers):
     # Set `keep_cross_attention` on a layer to have each call store its cross-attention probabilities,
@@ -368,8 +388,37 @@ def _layer_kwargs(
     )
 
 
+class EncoderStateCache:
+    """What a chunk-causal `TransformerEncoder` keeps of the complete chunks of one stream (streaming.py): their
+    inputs, every layer's self-attention keys/values, and their outputs. On the next call with a longer input,
+    chunks whose inputs are unchanged (to float tolerance) are reused; from the first chunk holding a changed
+    frame on, everything is recomputed. So reuse never changes the result, it only skips work."""
+
+    def __init__(self, rtol: float = 1e-5, atol: float = 1e-6):
+        self.rtol, self.atol = rtol, atol
+        self.inputs: torch.Tensor | None = None  # (T, D) inputs of the complete chunks
+        self.keys: list[torch.Tensor] = []  # per layer (1, H, T, hd)
+        self.values: list[torch.Tensor] = []
+        self.outputs: torch.Tensor | None = None  # (1, T, D)
+        self.reused = self.computed = 0  # frames of the last call taken from the cache / computed
+
+    def reusable(self, x: torch.Tensor, chunk_frames: int) -> int:
+        """Frames of x (T, D) at the start whose cached states are valid: whole chunks with unchanged inputs."""
+        if self.inputs is None:
+            return 0
+        n = min(self.inputs.size(0), x.size(0))
+        same = torch.isclose(x[:n], self.inputs[:n], rtol=self.rtol, atol=self.atol).all(dim=-1)
+        changed = (~same).nonzero()
+        valid = int(changed[0]) if changed.numel() else n
+        return valid // chunk_frames * chunk_frames
+
+
 class TransformerEncoder(nn.Module):
     """Embedded input (B, T, D) -> dropout -> layers -> final_norm (pre-norm only)."""
+
+    # Set `stream_cache` (an EncoderStateCache) on a chunk-causal encoder in eval mode to have each call (one
+    # utterance, growing input) reuse the states of complete past chunks: only new and changed chunks are run.
+    stream_cache: EncoderStateCache | None = None
 
     def __init__(
         self,
@@ -398,6 +447,8 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T, D) -> (B, T, D); rows at padding come out as zeros."""
+        if self.stream_cache is not None:
+            return self.forward_cached(x, padding_mask, self.stream_cache)
         mask = key_padding_to_attn_mask(padding_mask)
         # padded batches run all but attention on the real rows: padding can be a third of a speech batch
         packing = RowPacking(padding_mask) if mask is not None else None
@@ -412,6 +463,40 @@ class TransformerEncoder(nn.Module):
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x if packing is None else packing.pad(x)
+
+    def forward_cached(
+        self, x: torch.Tensor, padding_mask: torch.Tensor | None, cache: EncoderStateCache
+    ) -> torch.Tensor:
+        """`forward` of one unpadded utterance (1, T, D) that reuses `cache` for the complete chunks whose
+        inputs did not change since the last call, runs the rest, and stores the complete chunks for the next."""
+        if self.chunk_frames <= 0 or self.training or x.size(0) != 1:
+            raise ValueError("the encoder state cache needs a chunk-causal encoder in eval mode and one utterance")
+        if padding_mask is not None and bool(padding_mask.any()):
+            raise ValueError("the encoder state cache takes one unpadded utterance")
+        n, total = self.chunk_frames, x.size(1)
+        reuse = cache.reusable(x[0], n)
+        cache.reused, cache.computed = reuse, total - reuse
+        if reuse == total:
+            return cache.outputs[:, :total]
+        # new frames see every earlier chunk and the frames of their own chunk
+        query_chunk = torch.arange(reuse, total, device=x.device) // n
+        mask = (torch.arange(total, device=x.device)[None, :] // n <= query_chunk[:, None])[None, None]
+        h = self.dropout(x[:, reuse:])
+        keys, values = [], []
+        for i, layer in enumerate(self.layers):
+            past = (cache.keys[i][:, :, :reuse], cache.values[i][:, :, :reuse]) if reuse else None
+            h, k, v = layer.forward_with_past(h, past, mask)
+            keys.append(k)
+            values.append(v)
+        if self.final_norm is not None:
+            h = self.final_norm(h)
+        out = torch.cat([cache.outputs[:, :reuse], h], dim=1) if reuse else h
+        complete = total // n * n
+        cache.inputs = x[0, :complete]
+        cache.keys = [k[:, :, :complete] for k in keys]
+        cache.values = [v[:, :, :complete] for v in values]
+        cache.outputs = out[:, :complete]
+        return out
 
 
 class TransformerDecoder(nn.Module):
