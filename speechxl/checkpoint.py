@@ -4,10 +4,17 @@ Layout of a run: `run_dir/checkpoints/ckpt-<update>/` (immutable once renamed in
 `best` symlinks beside them, each replaced with one `os.replace`. A directory is written under a
 `.tmp-` name, every file fsync'd, then renamed: a crash leaves at worst a `.tmp-` directory, which
 `clean_incomplete` removes, and never touches a finished checkpoint.
+
+A *delta* checkpoint (parameter-efficient fine-tuning) is written when the config's `model.peft` names a
+`parent` and the tensors its run `stored`: model.safetensors then holds only those tensors (rows appended to
+the parent's vocabulary: only the new rows), and its metadata the parent's path and the SHA-256 of the
+parent's model.safetensors. `load_weights` returns it as a `DeltaState`; `load_state_into` loads the parent
+(refusing one that is missing or changed) and the delta on top.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -33,6 +40,17 @@ _CKPT_NAME = re.compile(r"^ckpt-(\d+)$")
 # safetensors stores each storage once; tied weights (shared embeddings) are saved under one key
 # and this metadata entry maps the other names back to it.
 _ALIASES_KEY = "speechxl_aliases"
+_DELTA_KEY = "speechxl_delta"  # metadata of a delta checkpoint: {"parent", "parent_sha256", "rows"}
+
+
+class DeltaState(dict):
+    """The tensors of a delta checkpoint (name -> tensor), with its parent: `parent` (a checkpoint directory),
+    `parent_sha256` (of the parent's model.safetensors) and `rows` (name -> first row stored: rows appended
+    to the parent's vocabulary; 0 for a whole tensor)."""
+
+    def __init__(self, tensors: dict, parent: str, parent_sha256: str, rows: dict[str, int]):
+        super().__init__(tensors)
+        self.parent, self.parent_sha256, self.rows = parent, parent_sha256, dict(rows)
 
 
 def _fsync(path: Path) -> None:
@@ -67,11 +85,38 @@ def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     tensors, aliases = _dedupe(state)
-    save_file(tensors, str(path), metadata={"format": "pt", _ALIASES_KEY: json.dumps(aliases)})
+    metadata = {"format": "pt", _ALIASES_KEY: json.dumps(aliases)}
+    if isinstance(state, DeltaState):
+        metadata[_DELTA_KEY] = json.dumps(
+            {"parent": state.parent, "parent_sha256": state.parent_sha256, "rows": state.rows}
+        )
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def delta_state(state: dict[str, torch.Tensor], peft: dict) -> DeltaState:
+    """The part of a full state dict that a delta checkpoint stores, per the model config's `peft` section
+    (`stored`: name -> first row; `parent`, `parent_sha256`). A DeltaState (averaged deltas) passes as is."""
+    if isinstance(state, DeltaState):
+        return state
+    stored = peft["stored"]
+    missing = sorted(set(stored) - set(state))
+    if missing:
+        raise CheckpointError(f"delta checkpoint: stored tensors {missing[:8]} are not in the model's weights")
+    return DeltaState(
+        {name: state[name][row:] for name, row in stored.items()}, peft["parent"], peft["parent_sha256"], stored
+    )
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a model.safetensors, tied names restored."""
+    """A state dict from a model.safetensors, tied names restored; a `DeltaState` for a delta checkpoint."""
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
@@ -80,7 +125,67 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
     for alias, key in json.loads(metadata.get(_ALIASES_KEY, "{}")).items():
         tensors[alias] = tensors[key]
+    if _DELTA_KEY in metadata:
+        delta = json.loads(metadata[_DELTA_KEY])
+        return DeltaState(tensors, delta["parent"], delta["parent_sha256"], delta["rows"])
     return tensors
+
+
+def parent_weights(parent: str | Path, sha256: str | None, child: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The full weights of a delta's parent and their SHA-256, refusing a parent that is missing, changed
+    (`sha256` given and different) or itself a delta (merge it first: `speechxl merge`)."""
+    parent = Path(parent)
+    weights = parent / MODEL_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{child}: its parent checkpoint {parent} is missing ({weights} not found)")
+    digest = sha256_file(weights)
+    if sha256 is not None and digest != sha256:
+        raise CheckpointError(
+            f"{child}: its parent {parent} has changed: {weights} has SHA-256 {digest}, the child was trained "
+            f"on {sha256}; use the parent it was trained from (or `speechxl merge` the child while you still can)"
+        )
+    state = load_weights(weights)
+    if isinstance(state, DeltaState):
+        raise CheckpointError(
+            f"{child}: its parent {parent} is itself a delta checkpoint; `speechxl merge` the parent and train "
+            "from the merged one"
+        )
+    return state, digest
+
+
+def load_parent_state(model: torch.nn.Module, parent: dict[str, torch.Tensor], source: Path | str) -> dict[str, int]:
+    """Load a parent's full weights into a child model that may add to it: new tensors (adapters, LoRA) keep
+    their initial values, peft's LoRA wrappers hold the parent's `x.weight` as `x.base_layer.weight`, and
+    tensors over a vocabulary grown by appended pieces take the parent's rows first. Returns the grown
+    tensors (name -> the parent's row count) and puts the child's new tensor names in `model.peft_new`."""
+    expected = model.state_dict()
+    used: set[str] = set()
+    rows: dict[str, int] = {}
+    new: list[str] = []
+    wrong: list[str] = []
+    with torch.no_grad():
+        for name, target in expected.items():
+            key = name.replace(".base_layer", "")
+            if key not in parent:
+                new.append(name)
+                continue
+            used.add(key)
+            value = parent[key]
+            if value.shape == target.shape:
+                target.copy_(value)
+            elif value.dim() and value.shape[1:] == target.shape[1:] and value.shape[0] < target.shape[0]:
+                target[: value.shape[0]].copy_(value)
+                rows[name] = value.shape[0]
+            else:
+                wrong.append(f"{name} {tuple(value.shape)} -> {tuple(target.shape)}")
+    unused = sorted(set(parent) - used)
+    if unused or wrong:
+        raise CheckpointError(
+            f"{source}: the parent's weights do not fit the child model {type(model).__name__}: "
+            + "; ".join(f"{label}: {items[:8]}" for label, items in (("unused", unused), ("shape", wrong)) if items)
+        )
+    model.peft_new = new
+    return rows
 
 
 def write_checkpoint(
@@ -100,6 +205,9 @@ def write_checkpoint(
     tmp = directory.parent / f"{TMP_PREFIX}{directory.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
+    peft = config.get("model", {}).get("peft") or {}
+    if peft.get("parent"):  # a parameter-efficient child: only what it trained, on top of its parent
+        model_state = delta_state(model_state, peft)
     try:
         tmp.mkdir()
         save_weights(model_state, tmp / MODEL_FILE)
@@ -163,8 +271,36 @@ def load_vocab(directory: Path):
     return Vocab.load(require_file(directory, VOCAB_FILE), pieces=pieces)
 
 
+def load_delta_into(model: torch.nn.Module, delta: DeltaState, source: Path) -> None:
+    """Load a delta checkpoint: its parent's weights (checked by SHA-256), then its own tensors on top."""
+    parent, _ = parent_weights(delta.parent, delta.parent_sha256, source)
+    load_parent_state(model, parent, delta.parent)
+    overlay_delta(model, delta, source)
+
+
+def overlay_delta(model: torch.nn.Module, delta: DeltaState, source: Path) -> None:
+    """A delta's own tensors into a model that holds its parent's weights."""
+    expected = model.state_dict()
+    unknown = sorted(set(delta) - set(expected))
+    if unknown:
+        raise CheckpointError(f"{source}: delta tensors {unknown[:8]} are not in the model {type(model).__name__}")
+    with torch.no_grad():
+        for name, value in delta.items():
+            target = expected[name][delta.rows.get(name, 0) :]
+            if target.shape != value.shape:
+                raise CheckpointError(
+                    f"{source}: delta tensor {name} has shape {tuple(value.shape)}, "
+                    f"the model's has {tuple(target.shape)}"
+                )
+            target.copy_(value)
+
+
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Load `state` strictly, turning key / shape mismatches into a CheckpointError that lists them."""
+    """Load `state` strictly, turning key / shape mismatches into a CheckpointError that lists them; a
+    `DeltaState` loads its parent first (`load_delta_into`)."""
+    if isinstance(state, DeltaState):
+        load_delta_into(model, state, source)
+        return
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -329,6 +465,7 @@ def average_checkpoints(inputs: list[str | Path], out: str | Path) -> Path:
     """Average model weights (fp32 accumulation) into a translate-only checkpoint (no trainer.pt).
 
     Config and vocabulary come from the last input. Integer buffers (counters) are taken from it too.
+    Delta checkpoints of one parent average into a delta of that parent (their frozen tensors are its).
     """
     inputs = [Path(p).resolve() if Path(p).is_symlink() else Path(p) for p in inputs]
     if not inputs:
@@ -342,6 +479,10 @@ def average_checkpoints(inputs: list[str | Path], out: str | Path) -> Path:
             reference = state
             sums = {k: v.to(torch.float32).clone() for k, v in state.items() if v.is_floating_point()}
             continue
+        if isinstance(state, DeltaState) != isinstance(reference, DeltaState) or (
+            isinstance(state, DeltaState) and state.parent_sha256 != reference.parent_sha256
+        ):
+            raise CheckpointError(f"{directory}: not a delta of the same parent as {inputs[0]}; cannot average them")
         if set(state) != set(reference):
             diff = sorted(set(state) ^ set(reference))[:8]
             raise CheckpointError(f"{directory}: weights differ in their names from {inputs[0]}: {diff}")
@@ -353,6 +494,8 @@ def average_checkpoints(inputs: list[str | Path], out: str | Path) -> Path:
             total += state[key].to(torch.float32)
         reference = state
     averaged = {k: (sums[k] / len(inputs)).to(v.dtype) if k in sums else v for k, v in reference.items()}
+    if isinstance(reference, DeltaState):  # deltas of one parent average into a delta of it
+        averaged = DeltaState(averaged, reference.parent, reference.parent_sha256, reference.rows)
     last = inputs[-1]
     vocab_files = [last / name for name in (VOCAB_FILE, PIECES_FILE) if (last / name).is_file()]
     return write_checkpoint(

@@ -751,6 +751,52 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="a delta checkpoint (parameter-efficient fine-tuning) + its parent -> one full checkpoint",
+        description="Load a delta checkpoint's parent (checked by SHA-256) and the tensors the child trained, "
+        "and write one full checkpoint that no longer needs the parent.",
+    )
+    p.add_argument("--checkpoint", required=True, help="the delta checkpoint directory")
+    p.add_argument("--out", required=True, help="checkpoint directory to write (must not exist)")
+
+    def run(a):
+        from speechxl.models.peft import merge
+
+        print(f"merged {a.checkpoint} and its parent into {merge(a.checkpoint, a.out)}")
+
+    p.set_defaults(func=run)
+
+
+def _add_extend_vocab(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extend-vocab",
+        help="append a new language's tag and pieces to a trained model's SentencePiece vocabulary",
+        description="Adding a language to a trained model: the parent's SentencePiece model keeps every id "
+        "and gets the new language tags plus the most likely pieces of a unigram model trained on the new "
+        "text that it lacks (and any character it cannot spell). The parent's embedding rows then load "
+        "unchanged and the new rows are appended (model.peft.parent).",
+    )
+    p.add_argument("--parent", required=True, help="the parent's spm.model (e.g. PARENT_CKPT/spm.model)")
+    p.add_argument("--manifest", required=True, nargs="+", help="manifests whose tgt_text is the new text")
+    p.add_argument("--lang", required=True, nargs="+", help="the new target language(s), e.g. fr")
+    p.add_argument("--pieces", type=int, default=300, help="new pieces to add at most (default 300)")
+    p.add_argument("--out", required=True, help="the extended spm.model to write (e.g. over prep's)")
+
+    def run(a):
+        import json
+
+        from speechxl.data.manifest import read_manifest
+        from speechxl.data.vocab import extend_vocab
+
+        texts = [row["tgt_text"] for path in a.manifest for row in read_manifest(path) if row["tgt_text"]]
+        _, report = extend_vocab(a.parent, texts, a.lang, a.pieces, a.out)
+        print(json.dumps(report))
+
+    p.set_defaults(func=run)
+
+
 COMMANDS = [
     _add_synth,
     _add_prep,
@@ -758,6 +804,8 @@ COMMANDS = [
     _add_translate,
     _add_score,
     _add_average,
+    _add_merge,
+    _add_extend_vocab,
     _add_convert,
     _add_leaderboard,
     _add_plot,

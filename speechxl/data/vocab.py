@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -137,3 +138,87 @@ class Vocab:
         if piece is None:
             raise KeyError(f"vocabulary has no tag {tag_piece(name)}")
         return self._piece_to_id[piece]
+
+
+# ------------------------------------------------------------------------------------ adding a language
+# A trained model's vocabulary grows by appending pieces: existing ids keep their meaning, so the parent's
+# embedding rows load unchanged and the new language's rows are appended (speechxl/models/peft.py). The
+# SentencePiece model proto is extended in place rather than retrained: a repeated protobuf field may be
+# continued by appending more of its records, so the new pieces are serialised and added at the end.
+
+_NORMAL, _USER_DEFINED = 1, 4  # SentencePiece.Type
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _piece_record(piece: str, score: float, kind: int) -> bytes:
+    """One `ModelProto.pieces` entry (field 1): SentencePiece{piece = 1, score = 2 (float), type = 3}."""
+    text = piece.encode("utf-8")
+    body = b"\x0a" + _varint(len(text)) + text + b"\x15" + struct.pack("<f", score) + b"\x18" + _varint(kind)
+    return b"\x0a" + _varint(len(body)) + body
+
+
+def extend_vocab(
+    parent: str | os.PathLike, texts: Iterable[str], langs: Sequence[str], new_pieces: int, out: str | os.PathLike
+) -> tuple["Vocab", dict]:
+    """The parent's SentencePiece model with the new languages' tags and up to `new_pieces` pieces appended.
+
+    The pieces come from a unigram model trained on `texts` (the new language's training text): its most
+    likely pieces that the parent lacks, with their scores, plus any character of `texts` the parent cannot
+    spell (so nothing becomes `<unk>`). Writes `out` atomically; returns the vocab and a report."""
+    parent_vocab = Vocab.load(parent)
+    if parent_vocab._pieces is not None:
+        raise ValueError(f"{parent}: an imported dictionary (vocab.json) cannot be extended")
+    have = set(parent_vocab._piece_to_id)
+    texts = list(texts)
+    records, report = [], {"parent": str(parent), "parent_size": len(parent_vocab), "tags": [], "pieces": 0}
+    for lang in langs:
+        if not parent_vocab.has_tag(lang):
+            records.append(_piece_record(tag_piece(lang), 0.0, _USER_DEFINED))
+            have.add(tag_piece(lang))
+            report["tags"].append(tag_piece(lang))
+    with tempfile.TemporaryDirectory(prefix=".spm-extend.") as tmp:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts),
+            model_prefix=f"{tmp}/new",
+            vocab_size=max(2 * new_pieces, 64),  # many of its pieces are the parent's already
+            hard_vocab_limit=False,
+            model_type="unigram",
+            character_coverage=1.0,
+            minloglevel=2,
+        )
+        trained = spm.SentencePieceProcessor(model_file=f"{tmp}/new.model")
+    candidates = sorted(
+        (
+            (trained.get_score(i), trained.id_to_piece(i))
+            for i in range(trained.get_piece_size())
+            if not (trained.is_unknown(i) or trained.is_control(i)) and trained.id_to_piece(i) not in have
+        ),
+        reverse=True,
+    )
+    chosen = [(piece, score) for score, piece in candidates[:new_pieces]]
+    lowest = min((score for _, score in chosen), default=0.0)
+    chars = sorted({c for text in texts for c in text.replace(" ", "")} - have - {p for p, _ in chosen})
+    chosen += [(c, lowest - 1.0) for c in chars]
+    for piece, score in chosen:
+        records.append(_piece_record(piece, score, _NORMAL))
+    report["pieces"] = len(chosen)
+    proto = Path(parent).read_bytes() + b"".join(records)
+    vocab = Vocab(proto)
+    moved = [i for i in range(len(parent_vocab)) if vocab.piece(i) != parent_vocab.piece(i)]
+    if moved:  # cannot happen with appended records; a check that the parent's ids kept their pieces
+        raise ValueError(f"{parent}: extending moved piece ids {moved[:8]}")
+    out = Path(out)
+    tmp_out = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp_out.write_bytes(proto)
+    os.replace(tmp_out, out)
+    report["size"] = len(vocab)
+    return vocab, report

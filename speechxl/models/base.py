@@ -38,6 +38,8 @@ from torch import nn
 from speechxl import checkpoint as ckpt
 from speechxl.config import MOVED_KEYS
 from speechxl.errors import DataError
+from speechxl.models import peft
+from speechxl.modules.adapters import LayerAdapters
 from speechxl.modules.transformer import DecoderLayer, EncoderLayer, TransformerDecoder, TransformerEncoder
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -70,20 +72,43 @@ def model_class(arch: str) -> type:
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu"):
-    """(model, vocab, config) from a checkpoint directory; the model is in eval mode on `device`."""
+    """(model, vocab, config) from a checkpoint directory; the model is in eval mode on `device`.
+
+    A delta checkpoint (parameter-efficient child) loads its parent first: building the model from its
+    config's `model.peft` section loads the parent's weights (refused when missing or changed)."""
     directory = Path(directory)
     config = ckpt.upgrade_config(ckpt.load_config_dict(directory))
     vocab = ckpt.load_vocab(directory)
-    model = build_model(config["model"], vocab)
+    try:
+        model = build_model(config["model"], vocab)
+    except ckpt.CheckpointError as err:  # a delta's parent: name the child too
+        raise ckpt.CheckpointError(f"{directory}: {err}") from err
     weights = ckpt.require_file(directory, ckpt.MODEL_FILE)
-    ckpt.load_state_into(model, ckpt.load_weights(weights), weights)
+    state = ckpt.load_weights(weights)
+    if isinstance(state, ckpt.DeltaState):
+        if state.parent_sha256 != (config["model"].get("peft") or {}).get("parent_sha256"):
+            raise ckpt.CheckpointError(f"{weights}: its parent's SHA-256 differs from the one in its config.yaml")
+        ckpt.overlay_delta(model, state, weights)  # build_model loaded the parent
+    else:
+        ckpt.load_state_into(model, state, weights)
     return model.to(device).eval(), vocab, config
 
 
 def build_model(config: dict[str, Any], vocab) -> SpeechModel:
-    """The model `config["arch"]` names, built from the rest of `config` (its own dataclass checks it)."""
+    """The model `config["arch"]` names, built from the rest of `config` (its own dataclass checks it).
+
+    A `peft` section makes a parameter-efficient child of a trained parent (speechxl/models/peft.py): its
+    adapters / LoRA are added and the parent's weights loaded; its model config is the parent's (arch included)
+    with the keys the child sets."""
+    config = dict(config)
+    spec = config.pop("peft", None)
+    if spec is not None and spec.get("parent"):  # the parent's model, with what the child changes (not arch)
+        parent = peft.parent_model_config(peft.check_spec(spec))
+        config = {**parent, **{k: v for k, v in config.items() if k != "arch"}}
     model = model_class(config.get("arch")).from_config({k: v for k, v in config.items() if k != "arch"}, vocab)
     model.built_from = dict(config)
+    if spec is not None:
+        peft.attach(model, spec, vocab)
     return model
 
 
@@ -122,7 +147,9 @@ class SpeechModel(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """Group name -> parameter names: each top-level part (`encoder`, `decoder`, `subsampler`, ...),
-        `acoustic`, `embeddings`, `layer_norms`, and the attention blocks of the Transformer layers."""
+        `acoustic`, `embeddings`, `layer_norms` (and `encoder.` / `decoder.layer_norms`, the decoder being the
+        Transformer decoder, the encoder side the rest), `length_adaptor`, the attention and FFN blocks of the
+        Transformer layers (and wav2vec2's attention in `encoder.self_attention`), `adapters`, `lora`."""
         groups: dict[str, list[str]] = {}
 
         def add(group: str, prefix: str, module: nn.Module) -> None:
@@ -131,14 +158,26 @@ class SpeechModel(nn.Module):
 
         for name, child in self.named_children():
             add(name, name, child)
+            if name == "subsampler":  # the conv that shrinks the audio sequence (LNA trains it always)
+                add("length_adaptor", name, child)
         acoustic = self.acoustic_encoder()
+        acoustic_name = next((name for name, m in self.named_modules() if m is acoustic), None)
+        decoders = [name for name, m in self.named_modules() if isinstance(m, TransformerDecoder)]
         for name, module in self.named_modules():
+            side = "decoder" if any(name == d or name.startswith(d + ".") for d in decoders) else "encoder"
             if acoustic is not None and module is acoustic:
                 add("acoustic", name, module)
             if isinstance(module, nn.Embedding):
                 add("embeddings", name, module)
             elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
                 add("layer_norms", name, module)
+                add(f"{side}.layer_norms", name, module)
+            elif isinstance(module, LayerAdapters):
+                add("adapters", name, module)
+            elif acoustic_name and name.startswith(acoustic_name + ".") and type(module).__name__.endswith("Attention"):
+                add("encoder.self_attention", name, module)  # wav2vec2's (HF) attention blocks
+            if "lora_" in name.rsplit(".", 1)[-1]:
+                add("lora", name, module)
             elif isinstance(module, (EncoderLayer, DecoderLayer)):
                 side = "encoder" if isinstance(module, EncoderLayer) else "decoder"
                 add(f"{side}.self_attention", f"{name}.self_attn", module.self_attn)

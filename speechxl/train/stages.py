@@ -7,42 +7,33 @@ from __future__ import annotations
 
 from speechxl.config import Stage
 from speechxl.errors import DataError
-
-
-def _matches(name: str, prefix: str) -> bool:
-    return name == prefix or name.startswith(prefix + ".")
+from speechxl.train import peft
 
 
 def select_parameters(model, items: tuple[str, ...], source: str, where: str) -> set[str]:
-    """Parameter names selected by `items`: each a parameter group of the model (`model.parameter_groups()`:
-    acoustic, encoder, decoder.cross_attention, embeddings, layer_norms, ...) or a name prefix (`subsampler`
-    matches `subsampler.…`). An item that selects nothing is a config error listing the groups."""
-    names = [name for name, _ in model.named_parameters()]
-    groups = model.parameter_groups()
-    selected: set[str] = set()
-    for item in items:
-        chosen = set(groups[item]) if item in groups else {n for n in names if _matches(n, item)}
-        if not chosen:
-            raise DataError(
-                source,
-                f"{where}: trainable {item!r} matches no parameter of {type(model).__name__}; "
-                f"its parameter groups: {', '.join(sorted(groups))}",
-            )
-        selected |= chosen
-    return selected
+    """Parameter names selected by `items`: presets (`xattn`, `lna`, `adapters`, `lora`, `full`), parameter
+    groups of the model (`model.parameter_groups()`: acoustic, encoder, decoder.cross_attention, embeddings,
+    layer_norms, ...), `embeddings.new`, globs (`decoder.*.cross_attn.*`) or name prefixes (`subsampler`
+    matches `subsampler.…`); speechxl/train/peft.py. An item that selects nothing is a config error listing
+    the groups and the closest names."""
+    return peft.resolve(model, items, source, where).names
 
 
 def apply_trainable(model, stage: Stage) -> dict[str, int]:
     """Set requires_grad per the stage (every parameter is decided, so an earlier stage's freeze does not
-    carry over); returns parameter counts {trainable, frozen} (elements, not tensors) for the log."""
+    carry over); returns parameter counts {trainable, frozen} (elements, not tensors) for the log, which
+    also gets a line with the share that trains. Embeddings selected only as `embeddings.new` train their
+    appended rows alone."""
     where = f"stage {stage.name}"
-    frozen = select_parameters(model, stage.freeze, stage.source, where)
-    only = select_parameters(model, stage.only, stage.source, where) if stage.only else None
+    frozen = peft.resolve(model, stage.freeze, stage.source, where)
+    only = peft.resolve(model, stage.only, stage.source, where) if stage.only else None
     counts = {"trainable": 0, "frozen": 0}
     for name, param in model.named_parameters():
-        train = name in only if only is not None else name not in frozen
+        train = name in only.names if only is not None else name not in frozen.names
         param.requires_grad_(train)
         counts["trainable" if train else "frozen"] += param.numel()
+    peft.limit_rows(model, only.rows if only is not None else {})
+    peft.log_trainable(model, where)
     return counts
 
 

@@ -1,0 +1,179 @@
+"""A parameter-efficient child model: a trained parent's weights plus what the child adds and trains.
+
+The model config's `peft` section describes the child (build_model hands it here):
+
+```yaml
+model:
+  peft:
+    parent: exp/demo/avg          # its weights start the child; the child's checkpoints are deltas of it
+    adapters: {names: [fr, es], bottleneck: 64, sides: [encoder, decoder]}   # optional
+    lora: {r: 8, alpha: 16, targets: [out_proj, fc1, fc2]}                   # optional (needs peft)
+```
+
+With a `parent`, the child's model config is the parent's (its arch too) with the keys the child sets.
+The child's vocabulary may be the parent's with pieces appended (`speechxl extend-vocab`): tensors over the
+vocabulary then take the parent's rows first. `build_model` records the SHA-256 of the parent's weights;
+what the child trained is named in its checkpoints' `peft.stored` (name -> first row stored), written as a
+delta (speechxl/checkpoint.py).
+
+Adapters are chosen per batch: the adapter named after the batch's target language tag (its `prefix`), then
+`task_<task>` when there is one; a batch whose language has no adapter runs the parent's path unchanged.
+Because search calls `model.encode(batch)` directly, the choice is made by wrapping `encode` (and by a
+forward pre-hook for training); the model's `checkpoint_config` is wrapped to add the `peft` section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speechxl import checkpoint as ckpt
+from speechxl.errors import DataError
+from speechxl.modules.adapters import LORA_TARGETS, adapter_names, add_adapters, add_lora, set_active_adapters
+
+PEFT_KEYS = ("parent", "parent_sha256", "adapters", "lora", "stored")
+_ADAPTER_KEYS = {"names": None, "bottleneck": 64, "sides": ["encoder", "decoder"]}
+_LORA_KEYS = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": list(LORA_TARGETS)}
+_WHERE = "model config peft"
+
+
+def _options(value: Any, defaults: dict[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DataError(_WHERE, f"{where} must be a mapping, got {value!r}")
+    unknown = sorted(set(value) - set(defaults))
+    if unknown:
+        raise DataError(_WHERE, f"unknown {where} keys {unknown}; valid: {', '.join(defaults)}")
+    options = {**defaults, **value}
+    missing = [k for k, v in options.items() if v is None]
+    if missing:
+        raise DataError(_WHERE, f"{where} needs {missing}")
+    return options
+
+
+def check_spec(spec: Any) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise DataError(_WHERE, f"peft must be a mapping, got {spec!r}")
+    unknown = sorted(set(spec) - set(PEFT_KEYS))
+    if unknown:
+        raise DataError(_WHERE, f"unknown peft keys {unknown}; valid: {', '.join(PEFT_KEYS)}")
+    spec = dict(spec)
+    if spec.get("adapters") is not None:
+        spec["adapters"] = _options(spec["adapters"], _ADAPTER_KEYS, "peft.adapters")
+    if spec.get("lora") is not None:
+        spec["lora"] = _options(spec["lora"], _LORA_KEYS, "peft.lora")
+    return spec
+
+
+def parent_model_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """The parent checkpoint's model section (a child config without `arch` inherits it)."""
+    if not spec.get("parent"):
+        raise DataError(_WHERE, "peft needs a parent checkpoint")
+    if not Path(spec["parent"]).is_dir():
+        raise ckpt.CheckpointError(f"its parent checkpoint {spec['parent']} is missing (no such directory)")
+    model = ckpt.upgrade_config(ckpt.load_config_dict(spec["parent"]))["model"]
+    return {k: v for k, v in model.items() if k != "peft"}
+
+
+def attach(model: torch.nn.Module, spec: dict[str, Any], vocab) -> None:
+    """Add the child's adapters / LoRA to `model` and load its parent's weights (checked by SHA-256)."""
+    spec = check_spec(spec)
+    if spec.get("adapters"):
+        options = spec["adapters"]
+        add_adapters(model, options["names"], options["bottleneck"], options["sides"])
+        _choose_adapters_per_batch(model, vocab)
+    if spec.get("lora"):
+        options = spec["lora"]
+        add_lora(model, options["r"], options["alpha"], options["targets"], options["dropout"])
+    model.peft_rows, model.peft_new, model.peft_row_limits = {}, [], {}
+    if spec.get("parent"):
+        parent = Path(spec["parent"]).resolve()
+        state, digest = ckpt.parent_weights(parent, spec.get("parent_sha256"), _WHERE)
+        _check_vocab_extends(ckpt.load_vocab(parent), vocab, parent)
+        model.peft_rows = ckpt.load_parent_state(model, state, parent)
+        spec.update(parent=str(parent), parent_sha256=digest)
+    spec.pop("stored", None)
+    model.peft_spec = spec
+    own_config = model.checkpoint_config
+    model.checkpoint_config = lambda: {**own_config(), "peft": _saved_spec(model)}
+
+
+def _saved_spec(model) -> dict[str, Any]:
+    spec = dict(model.peft_spec)
+    if spec.get("parent"):
+        spec["stored"] = stored_tensors(model)
+    return spec
+
+
+def stored_tensors(model) -> dict[str, int]:
+    """What a delta checkpoint of `model` holds, name -> first row: the parameters it trains (only their new
+    rows when training is limited to them), tensors its parent lacks, and the rows it appended to the parent's."""
+    stored = {}
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    for name in model.state_dict():
+        if name in trained:
+            stored[name] = model.peft_row_limits.get(name, 0)
+        elif name in model.peft_new:
+            stored[name] = 0
+        elif name in model.peft_rows:
+            stored[name] = model.peft_rows[name]
+    return stored
+
+
+def _check_vocab_extends(parent_vocab, vocab, parent: Path) -> None:
+    if len(vocab) < len(parent_vocab):
+        raise DataError(_WHERE, f"the child's vocabulary ({len(vocab)}) is smaller than its parent's {parent}")
+    for i in range(len(parent_vocab)):
+        if vocab.piece(i) != parent_vocab.piece(i):
+            raise DataError(
+                _WHERE,
+                f"the child's vocabulary is not its parent's ({parent}) with pieces appended: id {i} is "
+                f"{vocab.piece(i)!r}, the parent's {parent_vocab.piece(i)!r} (extend it with speechxl extend-vocab)",
+            )
+
+
+def _choose_adapters_per_batch(model, vocab) -> None:
+    names = set(adapter_names(model))
+    tags = {vocab.tag(name): name for name in names if vocab.has_tag(name)}
+
+    def choose(batch: dict[str, Any]) -> None:
+        active = []
+        prefix = batch.get("prefix")
+        if prefix is not None:
+            langs = {tags.get(int(i)) for i in prefix[:, 0].unique()}
+            if len(langs) > 1 and langs - {None}:
+                raise DataError(_WHERE, f"a batch mixes target languages {sorted(map(str, langs))} with adapters")
+            active += [lang for lang in langs if lang is not None]
+        if f"task_{batch.get('task')}" in names:
+            active.append(f"task_{batch['task']}")
+        set_active_adapters(model, active)
+
+    model.register_forward_pre_hook(lambda module, args: choose(args[0]))
+    encode = model.encode
+
+    def encode_choosing(batch, *args, **kwargs):
+        choose(batch)
+        return encode(batch, *args, **kwargs)
+
+    model.encode = encode_choosing
+
+
+def merge(child: str | Path, out: str | Path) -> Path:
+    """`speechxl merge`: a delta checkpoint and its parent -> one full checkpoint at `out` (it keeps the
+    child's adapters / LoRA as modules, and needs no parent any more)."""
+    from speechxl.models.base import load_model
+
+    child = Path(child)
+    model, _, config = load_model(child)
+    spec = {k: v for k, v in (config["model"].get("peft") or {}).items() if k in ("adapters", "lora") and v}
+    model_config = {k: v for k, v in config["model"].items() if k != "peft"}
+    config = {**config, "model": {**model_config, **({"peft": spec} if spec else {})}}
+    vocab_files = [child / name for name in (ckpt.VOCAB_FILE, ckpt.PIECES_FILE) if (child / name).is_file()]
+    return ckpt.write_checkpoint(
+        out,
+        model_state=model.state_dict(),
+        config=config,
+        vocab_files=vocab_files,
+        metrics={**ckpt.load_metrics(child), "merged_from": str(child)},
+    )
