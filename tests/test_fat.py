@@ -285,3 +285,28 @@ def test_fat_mlm_then_fat_st_trains_decodes_and_scores_end_to_end(synth_mustc, t
     assert isinstance(score["bleu"], float) and isinstance(score["chrf"], float)
     loaded, _, _ = load_model(last)
     assert type(loaded).__name__ == "FatST"
+
+
+@pytest.mark.slow  # ~45 s alone: prep, FAT-MLM, both FAT-ST stages, average, decode, score, leaderboard
+def test_mustc_recipe_runs_fat_pretraining_then_fat_st(synth_mustc, tmp_path):
+    from test_recipes import run_recipe  # the recipes as a user runs them (bash + speechxl commands)
+
+    from speechxl.train.logs import read_log
+
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    tiny = ["model.size=tiny", "train.max_update=2", "train.log_every=1", "data.max_tokens=3000", "data.num_workers=0"]
+    tiny += ["train.validate_every=0", "train.save_every=0", "train.valid_max_sentences=2", "train.valid_beam=1"]
+    run_recipe(
+        "mustc",
+        *("--method", "fat", "--root", synth_mustc, "--lang", "de", "--ext-mt", synth_mustc / "ext_mt"),
+        *("--data", data, "--exp", exp, "--vocab-size", 300, "--avg-last", 1, "--max-len-b", 8, "--stop-stage", 5),
+        "--",
+        *tiny,
+    )
+    log = read_log(exp / "fat_mlm")
+    assert [r["stage"] for r in log if r["type"] == "train"] == ["fat_mlm"] * 2
+    valid = [r for r in log if r["type"] == "valid"][-1]  # the dev masked loss: speech and text
+    assert valid["best_metric"]["name"] == "loss" and {"speech_loss", "text_loss"} <= set(valid)
+    assert ckpt.load_config_dict(exp / "checkpoints" / "last")["model"]["arch"] == "fat_st"
+    decode = exp / "decode_tst-COMMON"
+    assert len((decode / "hyp.txt").read_text(encoding="utf-8").splitlines()) == 8
