@@ -7,13 +7,14 @@
 #   fat_rand  the same FAT-ST from random weights
 #   s2t       the fbank S2T baseline (joint CTC 0.3) of costt.sh, same width and depth
 #
-#   bash recipes/synth/fat.sh [--stage N] [--stop-stage M] [--data DIR] [--exp DIR] [--mlm-updates 1200]
-#        [--jobs 2] [--s2t-from DIR] [-- key=value ...]
+#   bash recipes/synth/fat.sh [--stage N] [--stop-stage M] [--data DIR] [--exp DIR] [--mlm-updates 800]
+#        [--jobs 2] [--rows "fat_mlm fat_rand"] [--s2t-from DIR] [-- key=value ...]
 #
 # Stages: 0 the ablation's data (recipes/synth/ablation.sh stages 0-1 when missing) -> DATA/en-de with
 #           train_fat.tsv = the triples + the unlabelled utterances with their texts emptied (ids prefixed)
 #         1 FAT-MLM pre-training (conf/fat_mlm.yaml; best checkpoint by the dev masked loss)
-#         2 FAT-ST from FAT-MLM and from random weights (conf/fat_st.yaml: 400 updates L_ST + L_MT, 200 ST)
+#         2 FAT-ST from FAT-MLM and from random weights (conf/fat_st.yaml: 400 updates L_ST + L_MT, 200 ST);
+#           --rows picks which, --jobs how many at a time
 #         3 the S2T baseline, 600 updates (costt.sh's stage 4 settings); --s2t-from DIR takes an existing run of
 #           it instead (e.g. exp/synth_costt/s2t: same data, same command)
 #         4 translate tst-COMMON (beam 5, last checkpoint), audio-use probe on dev, the reconstruction PNG
@@ -26,8 +27,9 @@ stop_stage=5
 data=data/fat_synth
 exp=exp/fat_synth
 ablation_data=data/synth_ablation
-mlm_updates=1200
+mlm_updates=800
 jobs=2
+st_rows="fat_mlm fat_rand"
 s2t_from=
 extra=()
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,9 +43,10 @@ while [[ $# -gt 0 ]]; do
     --ablation-data) ablation_data=$2; shift 2 ;;
     --mlm-updates) mlm_updates=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
+    --rows) st_rows=$2; shift 2 ;;
     --s2t-from) s2t_from=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -91,12 +94,21 @@ train_st() {  # train_st NAME [key=value ...]: one FAT-ST row, its wall seconds 
 }
 
 if run_stage 2; then
-  say "stage 2: FAT-ST from FAT-MLM ($mlm/checkpoints/best) and from random weights ($jobs at a time)"
-  [[ -d $mlm/checkpoints/best ]] || { echo "no FAT-MLM checkpoint at $mlm/checkpoints/best (stage 1)" >&2; exit 2; }
-  train_st fat_mlm model.mlm_checkpoint="$(cd "$mlm/checkpoints/best" && pwd -P)" & first=$!
-  [[ $jobs -lt 2 ]] && wait "$first"
-  train_st fat_rand
-  wait "$first"
+  say "stage 2: FAT-ST rows $st_rows ($jobs at a time): from FAT-MLM ($mlm/checkpoints/best), from random weights"
+  pids=()
+  for row in $st_rows; do
+    while [[ $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
+    case $row in
+      fat_mlm)
+        [[ -d $mlm/checkpoints/best ]] || { echo "no FAT-MLM checkpoint at $mlm/checkpoints/best (stage 1)" >&2; exit 2; }
+        train_st fat_mlm model.mlm_checkpoint="$(cd "$mlm/checkpoints/best" && pwd -P)" & pids+=($!) ;;
+      fat_rand) train_st fat_rand & pids+=($!) ;;
+      *) echo "unknown row $row (fat_mlm, fat_rand)" >&2; exit 2 ;;
+    esac
+  done
+  failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [[ $failed -eq 0 ]] || { echo "a FAT-ST run failed (above)" >&2; exit 1; }
 fi
 
 if run_stage 3; then
