@@ -117,6 +117,15 @@ def test_model_masks_never_touch_padding_or_tags_and_follow_the_seed(corpus):
     assert torch.equal(first, model.masked_pass(batch)["speech"]["frame_mask"])  # ... reproducible from the seed
 
 
+def test_a_segments_masks_do_not_depend_on_the_other_segments(corpus):
+    _, vocab, datasets = corpus
+    model = _mlm(vocab).eval()
+    with torch.no_grad():
+        triplet, bitext = (model.masked_pass(_batch(datasets, task)) for task in ("mlm_triplet", "mlm_bitext"))
+    for key in ("transcript", "target"):  # with and without the speech segment: the same text masks
+        assert torch.equal(triplet[key]["chosen"], bitext[key]["chosen"])
+
+
 # ---------------------------------------------------------------------------------------------- the model
 
 

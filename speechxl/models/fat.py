@@ -25,8 +25,9 @@ Choices where the paper's text was not available here (docs/methods.md, FAT):
   positions), zeroed in the input (0 = the utterance mean after CMVN); L2 = mean over the 80 bins of the squared
   error, summed over masked frames; a masked frame weighs 0.1 of a masked token (`speech_weight`), in the loss
   and in the sample size (at 1.0 the ~30 masked frames per masked token left the text losses ~4% of the loss);
-- masks are drawn per utterance from (mask_seed, update, utterance id): a padded batch gets what each utterance
-  gets alone; validation always uses the same masks (update 0), so the dev masked loss compares checkpoints;
+- masks are drawn per utterance and segment from (mask_seed, update, utterance id, segment): a padded batch gets
+  what each utterance gets alone, and a segment's masks do not depend on the others present; validation always
+  uses the same masks (update 0), so the dev masked loss compares checkpoints;
 - sizes: `base` d 512, 12 fused encoder layers, 6 decoder layers (copies of encoder layers 0-5), 8 heads, FFN
   2048, conv 256 channels, pre-norm; `tiny` for tests and SynthST on a CPU.
 """
@@ -255,19 +256,23 @@ class FatMLM(SpeechModel):
         and predictions: `speech` {input, masked_input, frame_mask, reconstruction (B, T, bins)};
         `transcript` / `target` {tokens, chosen (B, L), logits (N_chosen, V)}."""
         seed = self.mask_seed()
-        generators = [utterance_generator(seed, utterance) for utterance in batch["ids"]]
+
+        def generators(segment: str) -> list[torch.Generator]:
+            """One per utterance and segment: a segment's masks do not depend on the other segments present."""
+            return [utterance_generator(seed, f"{utterance}/{segment}") for utterance in batch["ids"]]
+
         pieces: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (segment key, embedded, padding mask)
         out: dict[str, Any] = {}
         if batch.get("audio") is not None:
             fbank, lengths = batch["audio"], batch["audio_lengths"]
-            masked, frame_mask = self.mask_speech(fbank, lengths, generators)
+            masked, frame_mask = self.mask_speech(fbank, lengths, generators("speech"))
             x, padding_mask, states = self.front.speech(masked, lengths)
             pieces.append(("speech", x, padding_mask))
             out["speech"] = {"input": fbank, "masked_input": masked, "frame_mask": frame_mask, "states": states}
         for key, segment in TEXT_SEGMENTS:
             if batch.get(key) is not None:
                 tokens = batch[key]
-                x, chosen = self.mask_text(tokens, generators)
+                x, chosen = self.mask_text(tokens, generators(key))
                 padding_mask = tokens.eq(self.pad)
                 pieces.append((key, self.front.segment(x, padding_mask, segment), padding_mask))
                 out[key] = {"tokens": tokens, "chosen": chosen}
