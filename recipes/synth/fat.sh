@@ -17,7 +17,8 @@
 #           --rows picks which, --jobs how many at a time
 #         3 the S2T baseline, 600 updates (costt.sh's stage 4 settings); --s2t-from DIR takes an existing run of
 #           it instead (e.g. exp/synth_costt/s2t: same data, same command)
-#         4 translate tst-COMMON (beam 5, last checkpoint), audio-use probe on dev, the reconstruction PNG
+#         4 translate tst-COMMON (beam 5, last checkpoint), audio-use probe on dev, the reconstruction PNG, and the
+#           FAT-MLM fusion probe (tools/probe_fat_mlm.py: masked-token CE with own / another's / no speech)
 #         5 the table: EXP/results.md
 # `-- key=value` overrides go to every FAT-ST and S2T run (e.g. train.max_update=5 for a smoke test).
 set -euo pipefail
@@ -46,7 +47,7 @@ while [[ $# -gt 0 ]]; do
     --rows) st_rows=$2; shift 2 ;;
     --s2t-from) s2t_from=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -143,6 +144,9 @@ if run_stage 4; then
   done
   python3 "$here/../../tools/plot_fat_mlm.py" --checkpoint "$mlm/checkpoints/best" --manifest "$prepared/dev.tsv" \
     --out "$exp/fat_mlm_reconstruction.png" || echo "(no PNG: see the message above)"
+  # does FAT-MLM fuse the modalities? masked-token CE with own / another's / no speech (tools/probe_fat_mlm.py)
+  python3 "$here/../../tools/probe_fat_mlm.py" --checkpoint "$mlm/checkpoints/best" --manifest "$prepared/dev.tsv" \
+    | tee "$mlm/fusion_probe.json"
 fi
 
 if run_stage 5; then
