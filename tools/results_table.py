@@ -15,14 +15,23 @@ leaves its cell "–". `--columns` picks and orders the columns; besides the def
   shrink    states per transcript token after CTC-guided shrinking (`shrink.json`, tools/shrink_stats.py)
   cpu       the training's CPU time (`train_cpu_seconds`, user + system, written by recipes/synth/chimera.sh):
             on a shared machine it measures compute where wall time does not
+  trained   parameters that trained, % of --parent's (the stage's "N of M parameters train" line in
+            `<run>.train.out`, recipes/synth/extend.sh; a run without it trained everything)
+  stored    tensor elements in `<run>/avg/model.safetensors`, % of --parent's (a delta checkpoint stores only
+            what its run trained)
+  bytes     the size of `<run>/avg/model.safetensors`
+  de_bleu   BLEU of `<run>/decode_de/score.json`: the child decoding the parent's direction (forgetting)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from safetensors import safe_open
 
 from speechxl.config import load_config
 from speechxl.train.logs import read_log
@@ -91,6 +100,35 @@ def memory_cell(run: Run) -> str:
     )
 
 
+def elements(weights: Path) -> int | None:
+    """Tensor elements in a model.safetensors (aliases of tied tensors are stored once and counted once)."""
+    if not weights.is_file():
+        return None
+    with safe_open(str(weights), framework="pt") as f:
+        return sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+def _numel(shape: list[int]) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
+
+
+def share_cell(value: int | None, parent: int | None) -> str:
+    if value is None or not parent:
+        return "–"
+    return f"{value:,} ({100 * value / parent:.1f}%)"
+
+
+def trained_elements(run: Run, parent: int | None) -> int | None:
+    out = run.path.with_name(run.path.name + ".train.out")
+    if not out.is_file():
+        return None
+    found = re.findall(r"([\d,]+) of ([\d,]+) parameters train", out.read_text(encoding="utf-8"))
+    return int(found[-1][0].replace(",", "")) if found else parent
+
+
 def _number(value, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
@@ -110,6 +148,10 @@ def column_headers(name: str, args: argparse.Namespace) -> str:
         "decode_s": "decode s",
         "shrink": "states / transcript token",
         "cpu": "train CPU time",
+        "trained": "trained params (% of parent)",
+        "stored": "stored params (% of parent)",
+        "bytes": "checkpoint bytes",
+        "de_bleu": "its En→De BLEU",
     }[name]
 
 
@@ -136,6 +178,16 @@ def cell(name: str, run: Run, args: argparse.Namespace) -> str:
         return _number(_json(run.path / "shrink.json").get("states_per_token_after"), ".2f")
     if name == "cpu":
         return time_cell(run, "train_cpu_seconds")
+    parent = elements(Path(args.parent) / "model.safetensors") if args.parent else None
+    if name == "trained":
+        return share_cell(trained_elements(run, parent), parent)
+    if name == "stored":
+        return share_cell(elements(run.path / "avg" / "model.safetensors"), parent)
+    if name == "bytes":
+        weights = run.path / "avg" / "model.safetensors"
+        return f"{weights.stat().st_size:,}" if weights.is_file() else "–"
+    if name == "de_bleu":
+        return _number(_json(run.path / "decode_de" / "score.json").get("bleu"), ".2f")
     raise ValueError(f"unknown column {name}")
 
 
@@ -167,13 +219,15 @@ def main() -> None:
         "--columns",
         nargs="+",
         default=DEFAULT_COLUMNS,
-        choices=DEFAULT_COLUMNS + ["memory", "wer", "decode_s", "shrink", "cpu"],
+        choices=DEFAULT_COLUMNS
+        + ["memory", "wer", "decode_s", "shrink", "cpu", "trained", "stored", "bytes", "de_bleu"],
         metavar="COLUMN",
         help=f"the columns after the label, in order (default: {' '.join(DEFAULT_COLUMNS)}; see below)",
     )
     parser.add_argument(
         "--dev-metric", default="bleu", help="the last validation record's field in the dev column, e.g. st_loss"
     )
+    parser.add_argument("--parent", default=None, help="the parent checkpoint of trained / stored (percentages)")
     parser.add_argument("--out", default=None, help="also write the table here")
     args = parser.parse_args()
     labels = dict(item.split("=", 1) for item in args.label)

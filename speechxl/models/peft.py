@@ -8,6 +8,7 @@ model:
     parent: exp/demo/avg          # its weights start the child; the child's checkpoints are deltas of it
     adapters: {names: [fr, es], bottleneck: 64, sides: [encoder, decoder]}   # optional
     lora: {r: 8, alpha: 16, targets: [out_proj, fc1, fc2]}                   # optional (needs peft)
+    reinit: [cross_attn, cross_attn_norm]   # optional: modules (by last name) drawn afresh after the parent loads
 ```
 
 With a `parent`, the child's model config is the parent's (its arch too) with the keys the child sets.
@@ -33,7 +34,7 @@ from speechxl import checkpoint as ckpt
 from speechxl.errors import DataError
 from speechxl.modules.adapters import LORA_TARGETS, adapter_names, add_adapters, add_lora, set_active_adapters
 
-PEFT_KEYS = ("parent", "parent_sha256", "adapters", "lora", "stored")
+PEFT_KEYS = ("parent", "parent_sha256", "adapters", "lora", "reinit", "stored")
 _ADAPTER_KEYS = {"names": None, "bottleneck": 64, "sides": ["encoder", "decoder"]}
 _LORA_KEYS = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": list(LORA_TARGETS)}
 _WHERE = "model config peft"
@@ -93,10 +94,24 @@ def attach(model: torch.nn.Module, spec: dict[str, Any], vocab) -> None:
         _check_vocab_extends(ckpt.load_vocab(parent), vocab, parent)
         model.peft_rows = ckpt.load_parent_state(model, state, parent)
         spec.update(parent=str(parent), parent_sha256=digest)
+        _reinit(model, spec.get("reinit") or [])
     spec.pop("stored", None)
     model.peft_spec = spec
     own_config = model.checkpoint_config
     model.checkpoint_config = lambda: {**own_config(), "peft": _saved_spec(model)}
+
+
+def _reinit(model: torch.nn.Module, names: list[str]) -> None:
+    """Draw the modules whose last name is in `names` afresh (the control of Gheini et al.: cross-attention
+    re-initialised instead of the parent's); their tensors then differ from the parent's and are stored."""
+    chosen = [(n, m) for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in names]
+    if names and not chosen:
+        raise DataError(_WHERE, f"reinit {names} names no module of {type(model).__name__}")
+    for name, module in chosen:
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+        model.peft_new += [f"{name}.{p}" for p, _ in module.named_parameters()]
 
 
 def _saved_spec(model) -> dict[str, Any]:
