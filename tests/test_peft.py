@@ -270,3 +270,17 @@ def test_stage_log_states_the_trainable_share(corpus, capsys):
     counts = apply_trainable(model, stage)
     total = counts["trainable"] + counts["frozen"]
     assert f"stage x: {counts['trainable']:,} of {total:,} parameters train (" in capsys.readouterr().out
+
+
+def test_reinit_draws_cross_attention_afresh_and_stores_it(french, parent):
+    vocab = Vocab.load(french / "spm.model")
+    child = build_model({"peft": {"parent": str(parent), "reinit": ["cross_attn", "cross_attn_norm"]}}, vocab)
+    parent_state = ckpt.load_weights(parent / ckpt.MODEL_FILE)
+    for name, value in child.state_dict().items():
+        if name in child.peft_rows:
+            continue
+        same = torch.equal(value, parent_state[name])
+        assert same != (".cross_attn." in name or ".cross_attn_norm." in name or name in child.peft_new), name
+    assert any(".cross_attn.q_proj.weight" in n for n in child.peft_new)
+    with pytest.raises(DataError, match="reinit"):
+        build_model({"peft": {"parent": str(parent), "reinit": ["cros_attn"]}}, vocab)
