@@ -119,9 +119,12 @@ class S2TTransformer(SpeechModel):
         key = spec.decoder_target
         target, prev = batch[key], batch[f"prev_{key}"]
         enc = self.encode(batch)
-        logits = self.decoder(prev, enc["memory"], enc["memory_padding_mask"])
+        # logits only for the tokens that carry loss: padding and the forced prefix are a third of a batch
+        scored = target.ne(self.pad)
+        scored[:, : prefix_size(batch)] = False
+        logits = self.decoder(prev, enc["memory"], enc["memory_padding_mask"], rows=scored)
         loss, nll, ntokens = label_smoothed_nll_loss(
-            logits, target, epsilon=self.label_smoothing, ignore_index=self.pad, ignore_prefix_size=prefix_size(batch)
+            logits, target[scored], epsilon=self.label_smoothing, ignore_index=self.pad
         )
         # sample_size counts the tokens that carry loss (the ignored language tag is not one of them)
         name = "st" if task == "triplet" else task  # s2t reads a triplet as ST (+ CTC on its transcript)

@@ -164,10 +164,12 @@ class MultiheadAttention(nn.Module):
         """(B, T, parts·D) stacked projections -> `parts` tensors (B, H, T, hd), views of x."""
         return [self._split_heads(part) for part in x.chunk(parts, dim=-1)]
 
-    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, S, D) -> keys, values (B, H, S, head_dim)."""
+    def keys_values(self, x: torch.Tensor, packing: RowPacking | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, D) -> keys, values (B, H, S, head_dim); with `packing`, projected on x's real rows only
+        (keys and values at padding are then zeros: attention masks them)."""
         if self.training:  # stacking the weights pays off on training batches, not on one decoding step
-            keys, values = self._heads(self._projection(x, (self.k_proj, self.v_proj)), 2)
+            kv = self._projection(x if packing is None else packing.pack(x), (self.k_proj, self.v_proj))
+            keys, values = self._heads(kv if packing is None else packing.pad(kv), 2)
             return keys, values
         return self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
 
@@ -179,10 +181,13 @@ class MultiheadAttention(nn.Module):
         *,
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
+        packing: RowPacking | None = None,
     ) -> torch.Tensor:
-        """x (N, t, D) attends to keys/values (B, H, S, hd) with N = B·k (rows grouped per key row)."""
-        q = self._split_heads(self._projection(x, (self.q_proj,)))
-        return self.out_proj(self._attend(q, keys, values, mask, is_causal))
+        """x (N, t, D), or its real rows with `packing`, attends to keys/values (B, H, S, hd) with N = B·k
+        (rows grouped per key row) -> output shaped like x."""
+        q = self._projection(x, (self.q_proj,))
+        out = self._attend(self._split_heads(q if packing is None else packing.pad(q)), keys, values, mask, is_causal)
+        return self.out_proj(out if packing is None else packing.pack(out))
 
     def self_attention(
         self,
@@ -338,11 +343,15 @@ class DecoderLayer(_Sublayers):
         self.ffn_norm = nn.LayerNorm(dim)
 
     def _self_attention(
-        self, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, new_kv: list[torch.Tensor]
+        self,
+        h: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+        new_kv: list[torch.Tensor],
+        packing: RowPacking | None = None,
     ) -> torch.Tensor:
-        t = h.size(1)
+        t = h.size(1) if packing is None else packing.length
         if past is None:  # teacher forcing or a first decoding call: causal over the new tokens
-            out, keys, values = self.self_attn.self_attention(h, is_causal=t > 1)
+            out, keys, values = self.self_attn.self_attention(h, is_causal=t > 1, packing=packing)
             new_kv.extend((keys, values))
             return out
         keys, values = self.self_attn.keys_values(h)
@@ -361,19 +370,26 @@ class DecoderLayer(_Sublayers):
         cross_kv: tuple[torch.Tensor, torch.Tensor],
         memory_mask: torch.Tensor | None,
         past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        packing: RowPacking | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Returns the output and [keys, values] of self-attention including `past` (for the cache)."""
+        """Returns the output and [keys, values] of self-attention including `past` (for the cache).
+        With `packing` (teacher forcing, right-padded tokens), x is the real token rows (M, D)."""
         new_kv: list[torch.Tensor] = []
-        x = self.residual(x, self.self_attn_norm, lambda h: self._self_attention(h, past, new_kv))
-        x = self.residual(x, self.cross_attn_norm, lambda h: self._cross_attention(h, cross_kv, memory_mask))
+        x = self.residual(x, self.self_attn_norm, lambda h: self._self_attention(h, past, new_kv, packing))
+        x = self.residual(x, self.cross_attn_norm, lambda h: self._cross_attention(h, cross_kv, memory_mask, packing))
         return self.residual(x, self.ffn_norm, self.ffn), new_kv
 
     def _cross_attention(
-        self, h: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor | None
+        self,
+        h: torch.Tensor,
+        cross_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_mask: torch.Tensor | None,
+        packing: RowPacking | None = None,
     ) -> torch.Tensor:
         if self.keep_cross_attention:
-            self.cross_attention = self.cross_attn.weights(h, cross_kv[0], memory_mask)
-        return self.cross_attn(h, *cross_kv, mask=memory_mask)
+            padded = h if packing is None else packing.pad(h)
+            self.cross_attention = self.cross_attn.weights(padded, cross_kv[0], memory_mask)
+        return self.cross_attn(h, *cross_kv, mask=memory_mask, packing=packing)
 
 
 def _layer_kwargs(
@@ -546,15 +562,35 @@ class TransformerDecoder(nn.Module):
         return F.linear(x, self.embed_tokens.weight)
 
     def forward(
-        self, prev_tokens: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor | None
+        self,
+        prev_tokens: torch.Tensor,
+        memory: torch.Tensor,
+        memory_padding_mask: torch.Tensor | None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher forcing: (N, U) right-padded tokens -> logits (N, U, V)."""
+        """Teacher forcing: (N, U) right-padded tokens -> logits (N, U, V); with `rows` (N, U) boolean, a
+        subset of the real tokens, only their logits (K, V) in row-major order (what a loss scores).
+
+        With `rows`, position-wise work runs on the real token rows only (`RowPacking`, as in the encoder) and
+        memory keys and values on the real memory rows: with right padding, causal attention never reads a
+        padded token. (Without `rows`, padded positions get their logits too, as in fairseq and HF.)
+        """
+        padding = prev_tokens.eq(self.padding_idx)
+        packing = RowPacking(padding) if rows is not None and bool(padding.any()) else None
         x = self._embed(prev_tokens, 0)
+        x = x if packing is None else packing.pack(x)
         memory_mask = key_padding_to_attn_mask(memory_padding_mask)
+        memory_packing = RowPacking(memory_padding_mask) if memory_mask is not None and rows is not None else None
         for layer in self.layers:
             if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
                 continue
-            x, _ = layer(x, layer.cross_attn.keys_values(memory), memory_mask)
+            x, _ = layer(x, layer.cross_attn.keys_values(memory, memory_packing), memory_mask, packing=packing)
+        if rows is not None:
+            if bool((rows & padding).any()):
+                raise ValueError("rows selects padding tokens: logits exist only for real tokens")
+            if packing is None:
+                return self._output(x.flatten(0, 1)[rows.flatten()])
+            return self._output(x[rows.flatten()[packing.index]])
         return self._output(x)
 
     def step(
