@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -608,3 +609,86 @@ def test_stream_bad_and_degenerate_inputs(trained, capsys, tmp_path):
     # (its samples equal load_audio's: test_file_chunks_downmix_and_resample_like_load_audio)
     result = _stream_cli(checkpoint, tmp_path / "st.wav", capsys)
     assert result.err == "" and all(line.startswith("[") for line in result.out.splitlines())
+
+
+# ---------------------------------------------------------------------------------------------- whole talks
+
+
+def _talk_manifest(synth_mustc, path):
+    """The tst-COMMON talks as a MuST-C-layout manifest: one `wav/talk.wav:offset:frames` slice per YAML
+    segment, relative to the manifest, in talk and time order."""
+    import yaml
+
+    from speechxl.data.manifest import write_manifest
+
+    split = synth_mustc / "en-de" / "data" / "tst-COMMON"
+    segments = yaml.safe_load((split / "txt" / "tst-COMMON.yaml").read_text())
+    targets = (split / "txt" / "tst-COMMON.de").read_text().splitlines()
+    rows = []
+    for i, (seg, target) in enumerate(zip(segments, targets)):
+        offset, frames = round(seg["offset"] * 16000), round(seg["duration"] * 16000)
+        rows.append(
+            {
+                "id": f"seg{i}",
+                "audio": f"wav/{seg['wav']}:{offset}:{frames}",
+                "n_frames": frames,
+                "tgt_text": target,
+                "speaker": seg["speaker_id"],
+                "src_text": "",
+                "src_lang": "en",
+                "tgt_lang": "de",
+            }
+        )
+    rows.sort(key=lambda r: (r["audio"].split(":")[0], int(r["audio"].split(":")[1])))
+    write_manifest(path, rows)
+    return segments, rows
+
+
+def test_vad_finds_the_utterances_of_a_synthst_talk(synth_mustc, tmp_path):
+    segments, _ = _talk_manifest(synth_mustc, tmp_path / "talks.tsv")
+    talks = {}
+    for seg in segments:
+        talks.setdefault(seg["wav"], []).append((seg["offset"], seg["offset"] + seg["duration"]))
+    for wav, gold in talks.items():
+        found = vad_segments(synth_mustc / "en-de" / "data" / "tst-COMMON" / "wav" / wav)
+        # a VAD segment starts at a gold start and ends at a gold end (it may span several sentences)
+        for start, end in found:
+            assert min(abs(start - s) for s, _ in gold) <= 0.1, (wav, start, gold)
+            assert min(abs(end - e) for _, e in gold) <= 0.2, (wav, end, gold)
+        # and every pause of at least half a second between sentences is a cut
+        cuts = [(a[1], b[0]) for a, b in zip(found, found[1:])]
+        for (_, e), (s, _) in zip(gold, gold[1:]):
+            if s - e >= 0.5:
+                assert any(abs(c0 - e) <= 0.2 and abs(c1 - s) <= 0.1 for c0, c1 in cuts), (wav, e, s, found)
+
+
+def test_translate_talks_scores_vad_segments_against_gold_segments(trained, synth_mustc, tmp_path, capsys):
+    import json
+
+    from speechxl.eval.bleu import bleu
+
+    _, checkpoint, *_ = trained
+    manifest = tmp_path / "talks.tsv"  # its wav/ paths are relative to it
+    (tmp_path / "wav").symlink_to(synth_mustc / "en-de" / "data" / "tst-COMMON" / "wav")
+    _, rows = _talk_manifest(synth_mustc, manifest)
+    common = ["--checkpoint", str(checkpoint), "--beam", "2", "--max-len-b", "10"]
+    main(["translate", *common, "--talks", str(manifest), "--out", str(tmp_path / "talks")])
+    score = json.loads((tmp_path / "talks" / "score.json").read_text())
+    n_talks = len({row["audio"].split(":")[0] for row in rows})
+    assert (score["talks"], score["reference_segments"]) == (n_talks, len(rows))
+    read = lambda name: (tmp_path / "talks" / name).read_text().splitlines()  # noqa: E731
+    refs, vad, gold = read("ref.txt"), read("hyp.vad_mweralign.txt"), read("hyp.gold.txt")
+    assert refs == [row["tgt_text"] for row in rows] and len(vad) == len(gold) == len(rows)
+    # the gold-segment hypotheses are what offline `translate --manifest` gives those rows
+    main(["translate", *common, "--manifest", str(manifest), "--out", str(tmp_path / "offline")])
+    capsys.readouterr()
+    offline = [line for line in (tmp_path / "offline").glob("hyp*")][0].read_text().splitlines()
+    assert gold == offline
+    # re-segmentation moves words between reference segments, it neither drops nor adds any
+    by_talk = json.loads((tmp_path / "talks" / "vad_segments.json").read_text())
+    talk_of_row = [row["audio"].split(":")[0] for row in rows]
+    for talk, segments in by_talk.items():
+        mine = [line for line, t in zip(vad, talk_of_row) if Path(t).name == Path(talk).name]
+        assert " ".join(mine).split() == " ".join(s["text"] for s in segments).split()
+    assert score["vad_mweralign"]["bleu"] == bleu(vad, refs)["bleu"]
+    assert score["gold_segments"]["bleu"] == bleu(gold, refs)["bleu"]

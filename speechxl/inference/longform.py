@@ -27,7 +27,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from speechxl.data.audio import SAMPLE_RATE
+from speechxl.data.audio import SAMPLE_RATE, resolve_path
 
 FORMATS = ("srt", "vtt", "txt")
 
@@ -281,7 +281,11 @@ def talks_of_manifest(manifest: str | Path) -> dict[str, list[dict[str, str]]]:
         match = re.fullmatch(r"(.*):(\d+):(\d+)", row["audio"])
         if not match:
             raise DataError(manifest, f"audio {row['audio']!r} is not a talk slice path:offset:frames", line)
-        talks[match.group(1)].append({**row, "_offset": int(match.group(2))})
+        talk = resolve_path(match.group(1), Path(manifest).parent)  # relative to the manifest, as load_audio reads
+        if not Path(talk).is_file():
+            raise DataError(manifest, f"no such talk audio file {talk}", line)
+        audio = f"{talk}:{match.group(2)}:{match.group(3)}"
+        talks[talk].append({**row, "audio": audio, "_offset": int(match.group(2))})
     return {talk: sorted(rows, key=lambda r: r["_offset"]) for talk, rows in talks.items()}
 
 
@@ -333,12 +337,13 @@ def score_talks(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     talks = talks_of_manifest(manifest)
-    refs, hyps_vad, hyps_gold, n_segments = [], [], [], 0
+    refs, hyps_vad, hyps_gold, n_segments, by_talk = [], [], [], 0, {}
     for talk, rows in talks.items():
         langs = (rows[0].get("src_lang") or "en", rows[0].get("tgt_lang") or "de")
         segments = vad_segments(talk, vad)
         n_segments += len(segments)
         texts = translate_rows(model, vocab, config, segment_rows(talk, segments, *langs), task, options, device)
+        by_talk[talk] = [{"start": s, "end": e, "text": t} for (s, e), t in zip(segments, texts)]
         references = [row["tgt_text"] for row in rows]
         refs += references
         hyps_vad += resegment(references, " ".join(t for t in texts if t.strip()))
@@ -346,6 +351,8 @@ def score_talks(
         hyps_gold += translate_rows(model, vocab, config, gold_rows, task, options, device)
     for name, lines in (("ref.txt", refs), ("hyp.vad_mweralign.txt", hyps_vad), ("hyp.gold.txt", hyps_gold)):
         (out / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    # the VAD segments of each talk and their translations, before re-segmentation
+    (out / "vad_segments.json").write_text(json.dumps(by_talk, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     vad_score, gold_score = bleu(hyps_vad, refs), bleu(hyps_gold, refs)
     result = {
         "checkpoint": str(checkpoint),
