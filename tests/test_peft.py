@@ -190,9 +190,15 @@ def test_lora_on_q_k_v_would_be_bypassed_so_it_is_refused():
 
 @pytest.mark.parametrize(
     "trainable, spec",
-    [(["xattn"], {}), (["adapters"], {"adapters": {"names": ["fr"], "bottleneck": 4}})],
+    [
+        (["xattn"], {}),
+        (["adapters"], {"adapters": {"names": ["fr"], "bottleneck": 4}}),
+        (["lora"], {"lora": {"r": 2}}),
+    ],
 )
 def test_delta_checkpoint_holds_what_trained_and_loads_to_the_same_outputs(tmp_path, french, parent, trainable, spec):
+    if "lora" in spec:
+        pytest.importorskip("peft")
     cfg = config_from_dict(child_config(french, parent, tmp_path / "child", trainable, **spec))
     vocab = Vocab.load(french / "spm.model")
     model = build_model(cfg.model, vocab)
