@@ -5,7 +5,7 @@
 # new language and, for forgetting, in German. Children are delta checkpoints of the parent.
 #
 #   bash recipes/synth/extend.sh [--stage N] [--stop-stage M] [--lang fr] [--parent exp/demo/avg]
-#        [--updates 250] [--variants "xattn full ..."] [--test-n N] [--exp exp/peft_synth]
+#        [--updates 250] [--variants "xattn full ..."] [--test-n N] [--de-n N] [--exp exp/peft_synth]
 #
 # Stages: 0 prep + extend the parent's vocabulary  1 decode the parent (De)  2 train + average + decode each
 # variant  3 table. Needs data/demo/raw (recipes/synth/run.sh with --data data/demo, which holds en-fr/en-es too).
@@ -21,7 +21,8 @@ updates=250
 variants="xattn full lna adapters lora scratch xattn_reinit"
 exp=exp/peft_synth
 pieces=300
-test_n=0  # > 0: decode only the first N test utterances (both directions), for a quick look
+test_n=0  # > 0: decode only the first N test utterances of the new direction, for a quick look
+de_n=0    # > 0: the forgetting check (En->De) on the first N test utterances only
 
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -36,6 +37,7 @@ while [[ $# -gt 0 ]]; do
     --exp) exp=$2; shift 2 ;;
     --pieces) pieces=$2; shift 2 ;;
     --test-n) test_n=$2; shift 2 ;;
+    --de-n) de_n=$2; shift 2 ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -53,10 +55,12 @@ if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
 fi
 
 test=$data/tst-COMMON.tsv
-if [[ $test_n -gt 0 ]]; then  # the header + the first N utterances of each test manifest
-  mkdir -p "$exp"
+mkdir -p "$exp"
+if [[ $test_n -gt 0 ]]; then  # the header + the first N utterances
   head -n $((test_n + 1)) "$test" > "$exp/tst-COMMON_${lang}_$test_n.tsv"; test=$exp/tst-COMMON_${lang}_$test_n.tsv
-  head -n $((test_n + 1)) "$de_test" > "$exp/tst-COMMON_de_$test_n.tsv"; de_test=$exp/tst-COMMON_de_$test_n.tsv
+fi
+if [[ $de_n -gt 0 ]]; then
+  head -n $((de_n + 1)) "$de_test" > "$exp/tst-COMMON_de_$de_n.tsv"; de_test=$exp/tst-COMMON_de_$de_n.tsv
 fi
 
 decode() {  # decode CKPT OUT MANIFEST TGT_LANG
@@ -65,7 +69,7 @@ decode() {  # decode CKPT OUT MANIFEST TGT_LANG
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
   say "stage 1: the parent on En->De"
-  decode "$parent" "$exp/parent/decode_de" "$de_test" de
+  decode "$parent" "$exp/parent_de$de_n/decode_de" "$de_test" de
 fi
 
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
@@ -102,6 +106,7 @@ if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
   say "stage 3: En->$lang children of $parent ($updates updates each)"
   runs=()
   for variant in $variants; do runs+=("${lang}_$variant"); done
-  python tools/results_table.py --exp "$exp" --runs "${runs[@]}" --parent "$parent" \
+  python tools/results_table.py --exp "$exp" --runs "parent_de$de_n" "${runs[@]}" --parent "$parent" \
+    --label "parent_de$de_n=parent (En→De only)" --label-header "En→$lang child" \
     --columns bleu chrf trained stored bytes de_bleu time --out "$exp/table_$lang.md"
 fi
