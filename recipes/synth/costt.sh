@@ -16,6 +16,10 @@
 #           without shrinking; decoded, measured and added to the table by re-running stage 6
 # --updates: updates per row (COSTT: 1/4 MT, 1/4 CTC, 1/2 ST; the others all ST). Run with OMP_NUM_THREADS=1
 # on a shared machine; the numbers in recipes/synth/README.md were made that way.
+# A variant that shares COSTT's first steps is a copy of COSTT's run directory at the end of the shared step
+# (`speechxl train --until-stage`), resumed with its own override (e.g. model.shrink=none): it continues exactly
+# as COSTT does, and its table row counts every step it went through. EXP/<run>/train_seconds adds up the wall
+# time of the run's steps (a copy starts from the time of the steps it shares).
 set -euo pipefail
 
 stage=0
@@ -50,7 +54,12 @@ done
 
 say() { printf '\n=== %s\n' "$*"; }
 run_stage() { [[ $stage -le $1 && $stop_stage -ge $1 ]]; }
-timed() { local t=$SECONDS; "$@"; echo "$(( SECONDS - t ))" > "$timing_file"; }
+timed() {  # timed RUN_DIR CMD...: run CMD, add its wall seconds to RUN_DIR/train_seconds
+  local run=$1 t=$SECONDS; shift
+  "$@"
+  echo $(( $(cat "$run/train_seconds" 2>/dev/null || echo 0) + SECONDS - t )) > "$run/train_seconds"
+}
+fork() { rm -rf "$2"; cp -a "$1" "$2"; }  # fork RUN_DIR COPY: a variant continues from RUN_DIR's last checkpoint
 prepared=$data/en-de
 quarter=$(( updates / 4 ))
 half=$(( updates - 2 * quarter ))
@@ -77,34 +86,28 @@ fi
 costt_args=(--config "$here/conf/costt.yaml" run_dir="$exp/costt" "${common[@]}"
             stages.mt_pretrain.max_update="$quarter" stages.ctc.max_update="$quarter" stages.st.max_update="$half"
             "${extra[@]}")
-snapshot() { rm -rf "$2"; cp -rL "$1/checkpoints/last" "$2"; }
 
 if run_stage 2; then
   say "stage 2: COSTT step 1 (MT, $quarter updates) and step 2 (CTC, $quarter updates)"
-  timing_file=$exp/time_costt_step1.txt timed speechxl train --until-stage 1 "${costt_args[@]}"
-  snapshot "$exp/costt" "$exp/teacher"  # the MT-trained semantic encoder: LUT's frozen text encoder
-  timing_file=$exp/time_costt_step2.txt timed speechxl train --until-stage 2 "${costt_args[@]}"
-  snapshot "$exp/costt" "$exp/costt_after_ctc"
+  rm -rf "$exp/costt"  # a fresh chain: the variants below are copies of it
+  timed "$exp/costt" speechxl train --until-stage mt_pretrain "${costt_args[@]}"
+  rm -rf "$exp/teacher"  # the MT-trained semantic encoder: LUT's frozen text encoder
+  cp -rL "$exp/costt/checkpoints/last" "$exp/teacher"
+  fork "$exp/costt" "$exp/costt_mt"  # stage 7 continues from here
+  timed "$exp/costt" speechxl train --until-stage ctc "${costt_args[@]}"
+  # shrinking has no weights and acts only in step 3: the variant without it shares steps 1-2
+  fork "$exp/costt" "$exp/costt_noshrink"
 fi
 
 if run_stage 3; then
-  say "stage 3: COSTT step 3 (ST, $half updates) with shrinking, and without it from the same step-2 weights"
-  timing_file=$exp/time_costt_step3.txt timed speechxl train "${costt_args[@]}"
-  # the same step 3 alone (steps 1-2 are identical: shrinking has no weights and only acts in step 3)
-  python3 - "$here/conf/costt.yaml" "$exp/costt_step3.yaml" <<'PY'
-import sys, yaml
-config = yaml.safe_load(open(sys.argv[1]))
-config["stages"] = config["stages"][-1:]
-yaml.safe_dump(config, open(sys.argv[2], "w"), sort_keys=False)
-PY
-  timing_file=$exp/time_costt_noshrink.txt timed speechxl train --config "$exp/costt_step3.yaml" \
-    run_dir="$exp/costt_noshrink" "${common[@]}" model.shrink=none train.init_from="$exp/costt_after_ctc" \
-    stages.st.max_update="$half" "${extra[@]}"
+  say "stage 3: COSTT step 3 (ST, $half updates) with shrinking, and without it from the same step-2 run"
+  timed "$exp/costt" speechxl train "${costt_args[@]}"
+  timed "$exp/costt_noshrink" speechxl train "${costt_args[@]}" run_dir="$exp/costt_noshrink" model.shrink=none
 fi
 
 if run_stage 4; then
   say "stage 4: fbank S2T baseline with joint CTC ($updates updates, same width/depth as COSTT)"
-  timing_file=$exp/time_s2t.txt timed speechxl train --config "$here/conf/s2t.yaml" run_dir="$exp/s2t" \
+  timed "$exp/s2t" speechxl train --config "$here/conf/s2t.yaml" run_dir="$exp/s2t" \
     "${common[@]}" train.max_update="$updates" model.dim=128 model.encoder_layers=5 model.decoder_layers=2 \
     model.encoder_ffn_dim=512 model.decoder_ffn_dim=512 model.conv_channels=256 "model.conv_kernel_sizes=[5, 5]" \
     data.specaugment=costt data.max_tokens=3000 data.max_sentences=32 train.warmup_updates=100 \
@@ -114,9 +117,9 @@ fi
 
 if run_stage 5; then
   say "stage 5: LUT with and without the MSE term ($updates updates each)"
-  timing_file=$exp/time_lut.txt timed speechxl train --config "$here/conf/lut.yaml" run_dir="$exp/lut" \
+  timed "$exp/lut" speechxl train --config "$here/conf/lut.yaml" run_dir="$exp/lut" \
     "${common[@]}" train.max_update="$updates" model.teacher_path="$exp/teacher" "${extra[@]}"
-  timing_file=$exp/time_lut_nomse.txt timed speechxl train --config "$here/conf/lut.yaml" run_dir="$exp/lut_nomse" \
+  timed "$exp/lut_nomse" speechxl train --config "$here/conf/lut.yaml" run_dir="$exp/lut_nomse" \
     "${common[@]}" train.max_update="$updates" model.mse_weight=0 "${extra[@]}"
 fi
 
@@ -132,55 +135,24 @@ if run_stage 6; then
     python3 "$here/../../tools/shrink_stats.py" "$exp/$run/checkpoints/last" "$prepared/tst-COMMON.tsv" \
       --out "$exp/$run/shrink.json" >/dev/null
   done
-  python3 - "$exp" <<'PY'
-import json, sys
-from pathlib import Path
-exp = Path(sys.argv[1])
-def seconds(*names):
-    return sum(int((exp / f"time_{n}.txt").read_text()) for n in names if (exp / f"time_{n}.txt").is_file())
-rows = [("COSTT (shrink: first)", "costt", ("costt_step1", "costt_step2", "costt_step3")),
-        ("COSTT without shrinking", "costt_noshrink", ("costt_step1", "costt_step2", "costt_noshrink")),
-        ("S2T fbank + joint CTC", "s2t", ("s2t",)), ("LUT (CTC + MSE + CE)", "lut", ("lut",)),
-        ("LUT without MSE", "lut_nomse", ("lut_nomse",)),
-        ("COSTT, long CTC step (stage 7)", "costt_longctc", ("costt_step1", "longctc_ctc", "longctc_st")),
-        ("COSTT, long CTC step, no shrinking", "costt_longctc_noshrink",
-         ("costt_step1", "longctc_ctc", "longctc_noshrink"))]
-lines = ["| model | BLEU | chrF | transcript WER | decode s (beam 5) | train s | states/token after shrink |",
-         "|---|---|---|---|---|---|---|"]
-for label, run, times in rows:
-    score_file = exp / run / "decode" / "score.json"
-    if not score_file.is_file():
-        continue
-    s = json.loads(score_file.read_text())
-    wer = s.get("transcript", {}).get("wer")
-    shrink = exp / run / "shrink.json"
-    ratio = json.loads(shrink.read_text())["states_per_token_after"] if shrink.is_file() else ""
-    lines.append(f"| {label} | {s['bleu']:.2f} | {s['chrf']:.1f} | {'' if wer is None else f'{wer:.1f}'} | "
-                 f"{s['decode_seconds']} | {seconds(*times)} | {ratio} |")
-for run in ("costt", "costt_noshrink", "costt_longctc", "costt_longctc_noshrink"):
-    if (exp / run / "shrink.json").is_file():
-        lines.append(f"\n{run} shrink statistics: {(exp / run / 'shrink.json').read_text().strip()}")
-(exp / "results.md").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+  runs=() labels=()
+  for row in "costt=COSTT (shrink: first)" "costt_noshrink=COSTT without shrinking" "s2t=S2T fbank + joint CTC" \
+      "lut=LUT (CTC + MSE + CE)" "lut_nomse=LUT without MSE" "costt_longctc=COSTT, long CTC step (stage 7)" \
+      "costt_longctc_noshrink=COSTT, long CTC step, no shrinking"; do
+    [[ -f $exp/${row%%=*}/decode/score.json ]] && runs+=("${row%%=*}") && labels+=("$row")
+  done
+  python3 "$here/../../tools/results_table.py" --exp "$exp" --runs "${runs[@]}" --label "${labels[@]}" \
+    --label-header model --decode decode --columns updates time bleu chrf wer decode_s shrink --out "$exp/results.md"
 fi
 
 if run_stage 7; then
   say "stage 7: diagnosis: COSTT with a $ctc_updates-update CTC step from the same MT step, then step 3 ($half)"
-  python3 - "$here/conf/costt.yaml" "$exp/costt_ctc_st.yaml" <<'PY'
-import sys, yaml
-config = yaml.safe_load(open(sys.argv[1]))
-config["stages"] = config["stages"][1:]
-yaml.safe_dump(config, open(sys.argv[2], "w"), sort_keys=False)
-PY
-  long_args=(--config "$exp/costt_ctc_st.yaml" run_dir="$exp/costt_longctc" "${common[@]}"
-             train.init_from="$exp/teacher" stages.ctc.max_update="$ctc_updates" stages.st.max_update="$half"
-             "${extra[@]}")
-  timing_file=$exp/time_longctc_ctc.txt timed speechxl train --until-stage 1 "${long_args[@]}"
-  snapshot "$exp/costt_longctc" "$exp/costt_longctc_after_ctc"
-  timing_file=$exp/time_longctc_st.txt timed speechxl train "${long_args[@]}"
-  timing_file=$exp/time_longctc_noshrink.txt timed speechxl train --config "$exp/costt_step3.yaml" \
-    run_dir="$exp/costt_longctc_noshrink" "${common[@]}" model.shrink=none \
-    train.init_from="$exp/costt_longctc_after_ctc" stages.st.max_update="$half" "${extra[@]}"
+  long_args=("${costt_args[@]}" run_dir="$exp/costt_longctc" stages.ctc.max_update="$ctc_updates")
+  fork "$exp/costt_mt" "$exp/costt_longctc"
+  timed "$exp/costt_longctc" speechxl train --until-stage ctc "${long_args[@]}"
+  fork "$exp/costt_longctc" "$exp/costt_longctc_noshrink"
+  timed "$exp/costt_longctc" speechxl train "${long_args[@]}"
+  timed "$exp/costt_longctc_noshrink" speechxl train "${long_args[@]}" run_dir="$exp/costt_longctc_noshrink" \
+    model.shrink=none
   echo "re-run stage 6 (--stage 6 --stop-stage 6) to decode these runs and add them to the table"
 fi
