@@ -692,3 +692,27 @@ def test_translate_talks_scores_vad_segments_against_gold_segments(trained, synt
         assert " ".join(mine).split() == " ".join(s["text"] for s in segments).split()
     assert score["vad_mweralign"]["bleu"] == bleu(vad, refs)["bleu"]
     assert score["gold_segments"]["bleu"] == bleu(gold, refs)["bleu"]
+
+
+def test_translate_long_audio_bad_and_empty_inputs(trained, tmp_path, capsys):
+    import json
+
+    _, checkpoint, *_ = trained
+    (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 4)
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    sf.write(tmp_path / "silent.wav", np.zeros(32000, dtype=np.float32), 44100)
+    for name in ("bad", "missing"):
+        with pytest.raises(SystemExit) as err:
+            main(
+                ["translate", "--checkpoint", str(checkpoint), "--audio", str(tmp_path / f"{name}.wav")]
+                + ["--segment", "vad", "--out", str(tmp_path / f"o_{name}")]
+            )
+        assert str(tmp_path / f"{name}.wav") in str(err.value)
+    for name in ("empty", "silent"):  # no speech: no segment, an empty subtitle file
+        main(
+            ["translate", "--checkpoint", str(checkpoint), "--audio", str(tmp_path / f"{name}.wav")]
+            + ["--segment", "vad", "--out", str(tmp_path / f"o_{name}")]
+        )
+        report = json.loads((tmp_path / f"o_{name}" / "segments.json").read_text())
+        assert report["files"][0]["segments"] == [] and (tmp_path / f"o_{name}" / f"{name}.srt").read_text() == ""
+    capsys.readouterr()

@@ -46,19 +46,30 @@ class VadOptions:
 
 
 def _frames_of_file(path: str | Path, frame: int, block_seconds: float = 60.0):
-    """16 kHz int16 frames of `frame` samples and their energy, read block by block (mono, resampled)."""
-    info = sf.info(str(path))
-    rest = np.zeros(0, dtype=np.float32)
-    block = int(block_seconds * info.samplerate)
-    for chunk in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
-        wave = chunk.mean(axis=1)
-        if info.samplerate != SAMPLE_RATE:
-            wave = soxr.resample(wave, info.samplerate, SAMPLE_RATE)
-        wave = np.concatenate([rest, wave])
-        n = len(wave) // frame
-        for i in range(n):
-            yield wave[i * frame : (i + 1) * frame]
-        rest = wave[n * frame :]
+    """16 kHz float frames of `frame` samples, read block by block (mono, resampled as a stream); an unreadable
+    file raises DataError naming it."""
+    from speechxl.errors import DataError
+
+    if not Path(path).is_file():
+        raise DataError(path, "no such audio file")
+    try:
+        info = sf.info(str(path))
+        rest = np.zeros(0, dtype=np.float32)
+        block = int(block_seconds * info.samplerate)
+        resampler = soxr.ResampleStream(info.samplerate, SAMPLE_RATE, 1, dtype="float32")
+        read = 0
+        for chunk in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+            read += len(chunk)
+            wave = chunk.mean(axis=1)
+            if info.samplerate != SAMPLE_RATE:
+                wave = resampler.resample_chunk(wave, last=read >= info.frames)
+            wave = np.concatenate([rest, wave])
+            n = len(wave) // frame
+            for i in range(n):
+                yield wave[i * frame : (i + 1) * frame]
+            rest = wave[n * frame :]
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise DataError(path, f"cannot read the audio: {err}") from None
 
 
 def speech_flags(frames, options: VadOptions) -> tuple[np.ndarray, np.ndarray]:
