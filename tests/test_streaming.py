@@ -273,6 +273,7 @@ def test_simuleval_agent_end_to_end(trained, synth_mustc, tmp_path):
     for row in logged:
         assert len(row["delays"]) == len(row["prediction"].split())
         assert all(d <= row["source_length"] + 1e-6 for d in row["delays"])
+        assert row["delays"] == sorted(row["delays"]) and row["elapsed"] == sorted(row["elapsed"])
     scores = non_ca_scores(out)
     assert scores["n_scored"] == sum(1 for row in logged if row["delays"]) >= 1
     assert scores["AL"] <= scores["AL_CA"] and scores["LAAL"] <= scores["LAAL_CA"]
