@@ -117,6 +117,14 @@ class RowPacking:
     def __init__(self, padding_mask: torch.Tensor):
         self.batch, self.length = padding_mask.shape
         self.index = (~padding_mask).flatten().nonzero().squeeze(1)
+        lengths = (~padding_mask).sum(1)
+        # right padding (every row's real positions come first): attention can then run per sequence on its
+        # own rows, with no padded scores to compute (`MultiheadAttention.self_attention` without a mask)
+        self.lengths: list[int] | None = (
+            lengths.tolist()
+            if bool(torch.equal(padding_mask, torch.arange(self.length, device=lengths.device) >= lengths[:, None]))
+            else None
+        )
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (N, C) real rows."""
@@ -198,8 +206,21 @@ class MultiheadAttention(nn.Module):
         packing: RowPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, T, D), or its real rows (N, D) with `packing`, attends to itself -> output shaped like x,
-        keys and values (B, H, T, hd)."""
+        keys and values (B, H, T, hd).
+
+        With `packing` and no `mask`, each (right-padded) sequence attends over its own real rows, one call per
+        sequence: padding costs no attention scores at all, and the keys/values returned are None.
+        """
         qkv = self._projection(x, (self.q_proj, self.k_proj, self.v_proj))
+        if packing is not None and mask is None:
+            if packing.lengths is None:
+                raise ValueError("per-sequence attention needs right padding; pass the padding as a mask")
+            outs = [
+                self._attend(*self._heads(part.unsqueeze(0), 3), None, is_causal)[0]
+                for part in qkv.split(packing.lengths)
+                if part.size(0)
+            ]
+            return self.out_proj(torch.cat(outs)), None, None
         if packing is not None:
             qkv = packing.pad(qkv)
         q, keys, values = self._heads(qkv, 3)
@@ -474,6 +495,8 @@ class TransformerEncoder(nn.Module):
         if self.chunk_frames > 0:
             chunks = mask_chunk_causal(x.size(1), self.chunk_frames, x.device)
             mask = chunks if mask is None else mask & chunks
+        elif packing is not None and packing.lengths is not None:
+            mask = None  # right-padded: attention per utterance on its real frames (no padded scores)
         x = self.dropout(x if packing is None else packing.pack(x))
         for layer in self.layers:
             if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
