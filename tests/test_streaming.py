@@ -516,7 +516,7 @@ def test_whole_file_as_one_chunk_gives_the_offline_output(trained, tmp_path):
     rows = read_manifest(corpus / "dev.tsv")
     for row in rows:
         row["audio"] = str(corpus / row["audio"])
-    for beam, policy in ((1, "waitk"), (4, "la")):
+    for beam, policy in ((1, "waitk"), (1, "alignatt"), (1, "la"), (4, "la")):
         offline = translate_rows(model, vocab, config, rows, "st", DecodeOptions(beam=beam, max_len_b=12))
         translator = StreamingTranslator(
             model, vocab, config["data"], PolicyOptions(policy=policy, la_beam=beam, max_len_b=12)

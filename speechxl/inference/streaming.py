@@ -56,7 +56,7 @@ from speechxl.data.audio import (
 )
 from speechxl.data.dataset import FeatureConfig
 from speechxl.errors import DataError
-from speechxl.inference.search import NoToken, apply_processors, beam_search
+from speechxl.inference.search import MinLength, NoToken, apply_processors, beam_search
 from speechxl.modules.transformer import DecoderLayer, EncoderStateCache, TransformerDecoder, TransformerEncoder
 from speechxl.tasks import get_task
 
@@ -238,7 +238,8 @@ class StreamingTranslator:
         whose cross-attention argmax lies in the last `frames` encoder frames stops the continuation."""
         forced = self._forced(batch)
         tokens = [self.model.eos] + forced + self.committed
-        processors = self.model.logit_processors(batch) + [NoToken(self.model.pad)]
+        # beam search's own constraints: greedy is then exactly beam search with beam 1
+        processors = self.model.logit_processors(batch) + [NoToken(self.model.pad), MinLength(1, self.model.eos)]
         n_frames = int((~enc["memory_padding_mask"][0]).sum()) if "memory_padding_mask" in enc else None
         new: list[int] = []
         cache = None
@@ -325,8 +326,9 @@ class StreamingTranslator:
         o = self.options
         batch = self._batch()
         if finished:
-            if o.policy == "la" or o.final_beam > 1:
-                return self._beam(batch, max(o.final_beam, o.la_beam if o.policy == "la" else 1))
+            beam = max(o.final_beam, o.la_beam if o.policy == "la" else 1)
+            if beam > 1:
+                return self._beam(batch, beam)
             return self._greedy(batch, self.model.encode(batch), None, False, True)[0]
         if o.policy == "waitk":
             allowed = self.chunks - o.k + 1
@@ -335,8 +337,12 @@ class StreamingTranslator:
             return self._greedy(batch, self.model.encode(batch), allowed - len(self.committed), False, False)[0]
         if o.policy == "alignatt":
             return self._greedy(batch, self.model.encode(batch), None, True, False)[0]
-        # local agreement: hypotheses are whole continuations of what is committed
-        hyp = self.committed + self._beam(batch, o.la_beam)
+        # local agreement: hypotheses are whole continuations of what is committed (beam 1: greedy, the same
+        # hypothesis without beam search's bookkeeping)
+        if o.la_beam > 1:
+            hyp = self.committed + self._beam(batch, o.la_beam)
+        else:
+            hyp = self.committed + self._greedy(batch, self.model.encode(batch), None, False, True)[0]
         self.history = (self.history + [hyp])[-o.la_n :]
         if len(self.history) < o.la_n:
             return []
