@@ -1,8 +1,14 @@
 """The speed paths compute the same function as the plain ones: the decoder's logits for chosen rows only
 (real target tokens, packed rows), and the CPU-side parts of tools/gpu_check (FLOP counts, peak table, JSON)."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from speechxl.modules.transformer import TransformerDecoder
 
@@ -38,3 +44,59 @@ def test_decoder_logits_for_chosen_rows_equal_the_full_logits_and_their_gradient
     )
     with pytest.raises(ValueError, match="padding"):
         decoder(prev, memory, memory_padding, rows=torch.ones_like(rows))
+
+
+# ---------------------------------------------------------------------------------------------- gpu_check
+
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "tools" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "arch, overrides, frames",
+    [
+        ("s2t", dict(size="xs", dim=32, encoder_ffn_dim=64, decoder_ffn_dim=48, conv_channels=24), 37),
+        ("xstnet", dict(size="tiny"), 4000),
+    ],
+)
+def test_model_flops_from_the_config_equal_torch_flop_counter(arch, overrides, frames):
+    """The formula counts what torch's own FLOP counter sees in a forward pass (equal lengths, no padding)."""
+    gpu_check = _gpu_check()
+    config = gpu_check.model_config(arch, overrides.pop("size"), overrides)
+    torch.manual_seed(0)
+    model = gpu_check.build(arch, config, VOCAB).eval()
+    batch = gpu_check.synthetic_batch(arch, 2, frames, 6, VOCAB, "cpu")
+    # SDPA's math kernel is made of matmuls the counter sees (it has no formula for the CPU flash kernel)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(batch)
+    counted = gpu_check.model_flops(arch, config, batch=2, frames=frames, tokens=6, vocab=VOCAB)
+    assert counted["forward_flops"] == counter.get_total_flops()
+    assert counted["train_flops"] == 3 * counted["forward_flops"]
+
+
+def test_bf16_peak_table_picks_the_longest_matching_name():
+    gpu_check = _gpu_check()
+    assert gpu_check.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert gpu_check.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu_check.bf16_peak_tflops("NVIDIA A10G") == 70.0 and gpu_check.bf16_peak_tflops("NVIDIA A10") == 125.0
+    assert gpu_check.bf16_peak_tflops("NVIDIA L40S") == 362.0 and gpu_check.bf16_peak_tflops("NVIDIA L4") == 121.0
+    assert gpu_check.bf16_peak_tflops("Tesla T4") is None  # no bf16 tensor cores: MFU is reported as null
+
+
+def test_gpu_check_prints_one_json_line_per_figure_and_refuses_without_cuda(capsys):
+    gpu_check = _gpu_check()
+    assert gpu_check.main(["flops", "--arch", "s2t", "--size", "m"]) == 0
+    assert gpu_check.main(["peak", "NVIDIA H200"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    flops, peak = (json.loads(line) for line in lines)
+    assert flops["check"] == "flops" and flops["batch"] == 40 and flops["frames"] == 1000
+    assert flops["train_flops"] == 3 * flops["forward_flops"] > 0 and flops["encoder_positions"] == 250
+    assert peak == {"check": "peak", "device": "NVIDIA H200", "peak_bf16_tflops": 989.4}
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            gpu_check.main(["train", "--arch", "s2t", "--size", "xs", "--steps", "1"])
