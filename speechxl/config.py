@@ -66,6 +66,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     label_smoothing: float = 0.1
     amp: str = "none"  # none | bf16 | fp16 (fp16 adds a GradScaler; CUDA only)
+    # torch.compile the model for training (CUDA only: on CPU the data-dependent shapes of packed rows and
+    # per-utterance attention break the graph into pieces, and compiling costs more than it saves)
+    compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
     validate_every: int = 1000  # updates; 0: only at the end
     save_every: int = 1000  # updates; 0: only at the end

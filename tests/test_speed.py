@@ -100,3 +100,40 @@ def test_gpu_check_prints_one_json_line_per_figure_and_refuses_without_cuda(caps
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device"):
             gpu_check.main(["train", "--arch", "s2t", "--size", "xs", "--steps", "1"])
+
+
+# ---------------------------------------------------------------------------------------------- GPU flags on CPU
+
+
+def test_train_compile_is_refused_on_cpu_and_adamw_is_fused_only_on_cuda():
+    from speechxl.config import TrainConfig
+    from speechxl.train.distributed import DistEnv
+    from speechxl.train.loop import compile_for_training
+    from speechxl.train.optim import build_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    cpu = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    assert compile_for_training(model, TrainConfig(), cpu) is model
+    with pytest.raises(RuntimeError, match="train.compile=true needs a CUDA device"):
+        compile_for_training(model, TrainConfig(compile=True), cpu)
+    assert not build_optimizer(model.parameters(), TrainConfig()).defaults["fused"]
+
+
+def test_w2v_checkpointing_recomputes_the_same_loss_and_gradients():
+    gpu_check = _gpu_check()
+    results = []
+    for checkpointing in (False, True):
+        config = gpu_check.model_config("xstnet", "tiny", {"w2v_checkpointing": checkpointing})
+        torch.manual_seed(0)
+        model = gpu_check.build("xstnet", config, VOCAB).train()
+        assert model.acoustic.model.is_gradient_checkpointing == checkpointing
+        batch = gpu_check.synthetic_batch("xstnet", 2, 4000, 6, VOCAB, "cpu")
+        torch.manual_seed(1)  # the same dropout masks: checkpointing replays the RNG state in backward
+        out = model(batch)
+        out["loss"].backward()
+        results.append((out["loss"].detach(), [p.grad for p in model.acoustic.parameters() if p.grad is not None]))
+    (loss, grads), (loss_ckpt, grads_ckpt) = results
+    torch.testing.assert_close(loss_ckpt, loss)
+    assert len(grads) == len(grads_ckpt) > 0
+    for a, b in zip(grads, grads_ckpt):
+        torch.testing.assert_close(a, b)

@@ -84,6 +84,7 @@ class XSTNetConfig(Seq2SeqConfig):
     w2v_overrides: dict[str, Any] = field(default_factory=dict)
     w2v_layerdrop: float = 0.0
     feature_grad_mult: float = 1.0  # fairseq's scale of the CNN feature extractor's gradient (0.1 optional)
+    w2v_checkpointing: bool = False  # recompute wav2vec2's Transformer layers in backward (less memory, ~30% more time)
     w2v_normalize: bool | None = None  # per-utterance waveform normalisation; None: from the w2v config
     audio_tag: bool = True  # prepend the `<audio>` tag embedding to audio inputs
 
@@ -98,7 +99,7 @@ class XSTNetConfig(Seq2SeqConfig):
 
 def build_acoustic(c: XSTNetConfig) -> Wav2Vec2Encoder:
     """The wav2vec 2.0 encoder the config asks for (loaded from `w2v_path`, or randomly initialised)."""
-    options = dict(feature_grad_mult=c.feature_grad_mult, normalize=c.w2v_normalize)
+    options = dict(feature_grad_mult=c.feature_grad_mult, normalize=c.w2v_normalize, checkpointing=c.w2v_checkpointing)
     if c.w2v_path:
         if not os.path.isfile(os.path.join(c.w2v_path, "config.json")):
             raise DataError(c.w2v_path, "w2v_path is not an HF Wav2Vec2Model directory (no config.json)")

@@ -128,6 +128,8 @@ class Wav2Vec2Encoder(nn.Module):
         find_unused_parameters=True while it is frozen (as in fairseq).
     feature_grad_mult: scale of the CNN feature extractor's gradient (fairseq: 0.1 for ST; 0 = no grad).
     normalize: per-utterance waveform normalisation; None = from the config (see `_wants_normalize`).
+    checkpointing: activation checkpointing of the Transformer layers in training (HF's gradient
+        checkpointing): their activations are recomputed in backward instead of kept, on any device.
     """
 
     def __init__(
@@ -140,9 +142,12 @@ class Wav2Vec2Encoder(nn.Module):
         feature_grad_mult: float = 1.0,
         normalize: bool | None = None,
         directory: str | None = None,
+        checkpointing: bool = False,
     ):
         super().__init__()
         self.model = model if model is not None else Wav2Vec2Model(config)
+        if checkpointing:
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.config = self.model.config
         self.normalize = _wants_normalize(self.config, directory) if normalize is None else normalize
         self.freeze = freeze

@@ -278,6 +278,18 @@ def wrap_for_ddp(model: torch.nn.Module, env: DistEnv, cfg: TrainConfig) -> torc
     )
 
 
+def compile_for_training(trained: torch.nn.Module, cfg: TrainConfig, env: DistEnv) -> torch.nn.Module:
+    """`train.compile`: the (DDP-wrapped) model under torch.compile; CUDA only."""
+    if not cfg.compile:
+        return trained
+    if env.device.type != "cuda":
+        raise RuntimeError(
+            f"train.compile=true needs a CUDA device; this run is on {env.device} (on CPU the packed rows and "
+            "per-utterance attention break the graph into pieces and compiling costs more than it saves)"
+        )
+    return torch.compile(trained)
+
+
 def make_grad_scaler(cfg: TrainConfig, env: DistEnv) -> torch.amp.GradScaler | None:
     if cfg.amp != "none" and env.device.type != "cuda":
         raise RuntimeError(f"train.amp={cfg.amp} needs a CUDA device; this run is on {env.device}")
@@ -397,7 +409,7 @@ def enter_stage(
         train=train_cfg,
         tasks=validation_tasks(stage.tasks) if stage is not None else list(cfg.data.tasks),
         data=data,
-        trained=wrap_for_ddp(model, env, train_cfg),
+        trained=compile_for_training(wrap_for_ddp(model, env, train_cfg), train_cfg, env),
         optimizer=optimizer,
         schedule=schedule,
         scaler=scaler,
