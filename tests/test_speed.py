@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import make_corpus, tiny_config
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from speechxl.config import TrainConfig, config_from_dict
 from speechxl.modules.transformer import TransformerDecoder
+from speechxl.train.distributed import DistEnv
+from speechxl.train.logs import read_log
+from speechxl.train.loop import compile_for_training, train
+from speechxl.train.optim import build_optimizer
 
 DIM, HEADS, FFN, VOCAB, PAD = 32, 4, 64, 40, 1
 
@@ -106,11 +112,6 @@ def test_gpu_check_prints_one_json_line_per_figure_and_refuses_without_cuda(caps
 
 
 def test_train_compile_is_refused_on_cpu_and_adamw_is_fused_only_on_cuda():
-    from speechxl.config import TrainConfig
-    from speechxl.train.distributed import DistEnv
-    from speechxl.train.loop import compile_for_training
-    from speechxl.train.optim import build_optimizer
-
     model = torch.nn.Linear(3, 2)
     cpu = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     assert compile_for_training(model, TrainConfig(), cpu) is model
@@ -126,7 +127,7 @@ def test_w2v_checkpointing_recomputes_the_same_loss_and_gradients():
         config = gpu_check.model_config("xstnet", "tiny", {"w2v_checkpointing": checkpointing})
         torch.manual_seed(0)
         model = gpu_check.build("xstnet", config, VOCAB).train()
-        assert model.acoustic.model.is_gradient_checkpointing == checkpointing
+        assert model.acoustic.model.is_activation_checkpointing == checkpointing
         batch = gpu_check.synthetic_batch("xstnet", 2, 4000, 6, VOCAB, "cpu")
         torch.manual_seed(1)  # the same dropout masks: checkpointing replays the RNG state in backward
         out = model(batch)
@@ -137,3 +138,28 @@ def test_w2v_checkpointing_recomputes_the_same_loss_and_gradients():
     assert len(grads) == len(grads_ckpt) > 0
     for a, b in zip(grads, grads_ckpt):
         torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------------------------------------- data workers
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def test_training_with_data_workers_resumes_exactly_and_matches_the_in_process_loader(tmp_path, tiny_corpus):
+    """data.num_workers=2: a run stopped after update 4 and resumed logs what one uninterrupted run without
+    workers logs (same batches, same order, same losses): prefetching never moves the resume point."""
+
+    def run(run_dir, max_update, workers):
+        config = tiny_config(tiny_corpus, run_dir, max_update=max_update, save_every=2, validate_every=0)
+        config["data"]["num_workers"] = workers
+        train(config_from_dict(config))
+        return [{k: v for k, v in r.items() if k != "time"} for r in read_log(run_dir) if r["type"] == "train"]
+
+    reference = run(tmp_path / "ref", 8, 0)
+    run(tmp_path / "workers", 4, 2)
+    resumed = run(tmp_path / "workers", 8, 2)
+    assert [r["update"] for r in resumed] == list(range(1, 9))
+    assert resumed == reference
