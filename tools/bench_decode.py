@@ -1,7 +1,7 @@
 """Beam-search throughput of speechxl's S2T vs HF Speech2Text `generate`, same weights and inputs.
 
 Asserts identical outputs (fp32) and prints one JSON line.
-  python tools/bench_decode.py --utterances 32 --max-len 30        # CPU
+  python tools/bench_decode.py --threads 1 --repeats 3    # CPU, one thread; runs alternate, medians compared
   python tools/bench_decode.py --device cuda --dtype bf16
 In bf16 the two implementations round differently, so outputs are counted, not asserted.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -40,8 +41,13 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--max-len", type=int, default=30, help="output tokens before </s>")
     parser.add_argument("--vocab", type=int, default=8000)
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per implementation (alternating)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="timed runs per implementation, alternating (the order flips)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for both (default: torch's)")
     a = parser.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     ours, hf = models(a.size, a.vocab, a.device)
     ours.eval(), hf.eval()
     batch = padded_batch(a.utterances, (300, 1200), (20, 60), a.vocab, a.device)
@@ -59,22 +65,26 @@ def main() -> None:
                 hf.generate(input_features=batch["audio"], attention_mask=mask, **kwargs), EOS
             )
 
-    ours_s = hf_s = 0.0
-    for _ in range(a.repeats):
-        ours_out, seconds = timed(run_ours, a.device)
-        ours_s += seconds
-        hf_out, seconds = timed(run_hf, a.device)
-        hf_s += seconds
+    # alternate the two, flipping the order every round, so both see the same load on a shared CPU
+    seconds: dict[str, list[float]] = {"ours": [], "hf": []}
+    outputs = {}
+    for round_ in range(a.repeats):
+        for name in ("ours", "hf") if round_ % 2 == 0 else ("hf", "ours"):
+            outputs[name], elapsed = timed(run_ours if name == "ours" else run_hf, a.device)
+            seconds[name].append(elapsed)
+    ours_out, hf_out = outputs["ours"], outputs["hf"]
+    ours_s, hf_s = statistics.median(seconds["ours"]), statistics.median(seconds["hf"])
     same = sum(x == y for x, y in zip(ours_out, hf_out))
     if a.dtype == "fp32":
         assert same == len(ours_out), f"outputs differ for {len(ours_out) - same} of {len(ours_out)} utterances"
-    n = a.utterances * a.repeats
+    n = a.utterances
     print(
         json.dumps(
             {
                 "bench": "beam_decode",
                 "ours_utt_per_s": round(n / ours_s, 3),
                 "hf_utt_per_s": round(n / hf_s, 3),
+                "statistic": "median",
                 "ratio": round(hf_s / ours_s, 3),
                 "identical_outputs": f"{same}/{len(ours_out)}",
                 "device": a.device,
