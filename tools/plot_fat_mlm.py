@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--manifest", required=True, help="manifest TSV whose first utterances are shown")
     parser.add_argument("--n", type=int, default=3, help="how many utterances (rows of the figure)")
     parser.add_argument("--out", required=True, help="the PNG to write")
+    parser.add_argument("--dpi", type=int, default=90, help="resolution of the PNG")
     args = parser.parse_args()
     try:
         import matplotlib
@@ -72,7 +73,7 @@ def main() -> None:
         )
     fig.suptitle(f"FAT-MLM {args.checkpoint}: masked spans marked in cyan at the bottom", fontsize=10)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=90)
+    fig.savefig(args.out, dpi=args.dpi)
     print(f"wrote {args.out} ({n} utterances)")
 
 
