@@ -1,6 +1,7 @@
 """Does FAT-MLM fuse the modalities? On the spoken triples of a manifest, its masked-token cross-entropy with the
 utterance's own speech, with another utterance's speech (each length-sorted batch rotated by one) and with no
-speech; and its masked-frame L2 with and without the texts. The masks are the evaluation masks, drawn per
+speech; and its masked-frame L2 with and without the texts, and that of predicting the utterance mean (the
+floor a reconstruction must beat). The masks are the evaluation masks, drawn per
 utterance and segment, so each comparison scores the same masked positions.
 
     python tools/probe_fat_mlm.py --checkpoint exp/fat_synth/mlm/checkpoints/best \
@@ -8,7 +9,7 @@ utterance and segment, so each comparison scores the same masked positions.
 
 Prints ONE JSON line (nats per masked token, L2 per masked frame). `text_gain` = text CE with another's speech
 minus with its own: near 0, the text predictions ignore the speech (nothing cross-modal was learnt for an ST
-model to inherit); `speech_gain` = L2 without the texts minus with them.
+model to inherit); `speech_gain` = L2 without the texts minus with them; `speech_l2_mean` the mean's L2.
 """
 
 from __future__ import annotations
@@ -60,13 +61,18 @@ def main() -> None:
             for key, value in sums(model, variant).items():
                 totals.setdefault(name, {}).setdefault(key, 0.0)
                 totals[name][key] += value
+        with torch.no_grad():  # the floor to beat: every masked frame predicted as the utterance mean (0 after CMVN)
+            speech = model.masked_pass(batch)["speech"]
+        mean = totals.setdefault("mean", {"speech_loss": 0.0, "speech_ntokens": 0.0})
+        mean["speech_loss"] += float(speech["input"][speech["frame_mask"]].pow(2).mean(dim=-1).sum())
+        mean["speech_ntokens"] += int(speech["frame_mask"].sum())
 
     def per(name: str, kind: str) -> float:
         return round(totals[name][f"{kind}_loss"] / max(totals[name][f"{kind}_ntokens"], 1), 4)
 
     result = {"checkpoint": args.checkpoint, "manifest": args.manifest}
     result.update({f"text_ce_{name}": per(name, "text") for name in ("own", "other", "no_speech")})
-    result.update({f"speech_l2_{name}": per(name, "speech") for name in ("own", "other", "no_text")})
+    result.update({f"speech_l2_{name}": per(name, "speech") for name in ("own", "no_text", "mean")})
     result["text_gain"] = round(result["text_ce_other"] - result["text_ce_own"], 4)
     result["speech_gain"] = round(result["speech_l2_no_text"] - result["speech_l2_own"], 4)
     print(json.dumps(result))
