@@ -20,6 +20,8 @@
 #         4 translate tst-COMMON (beam 5, last checkpoint), audio-use probe on dev, the reconstruction PNG, and the
 #           FAT-MLM fusion probe (tools/probe_fat_mlm.py: masked-token CE with own / another's / no speech)
 #         5 the table: EXP/results.md
+#         6 (diagnosis, run with --stage 6 --stop-stage 6, then --stage 4 --stop-stage 5 again) FAT-MLM with 50% text
+#           masking (does more masking make the text predictions use the speech?) and the same FAT-ST from it
 # `-- key=value` overrides go to every FAT-ST and S2T run (e.g. train.max_update=5 for a smoke test).
 set -euo pipefail
 
@@ -47,7 +49,7 @@ while [[ $# -gt 0 ]]; do
     --rows) st_rows=$2; shift 2 ;;
     --s2t-from) s2t_from=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -67,7 +69,7 @@ if run_stage 0; then
   fi
   mkdir -p "$prepared"
   source_dir=$(cd "$ablation_data/en-de" && pwd -P)
-  for file in train.tsv dev.tsv tst-COMMON.tsv ext_mt.tsv spm.model spm.vocab; do
+  for file in train.tsv dev.tsv tst-COMMON.tsv ext_mt.tsv spm.model spm.vocab prep_report.json; do
     ln -sfn "$source_dir/$file" "$prepared/$file"
   done
   # unlabelled: no transcript, no translation (columns: id audio n_frames tgt_text speaker src_text ...); the
@@ -133,6 +135,7 @@ if run_stage 3; then
 fi
 
 rows=(fat_mlm fat_rand s2t)
+[[ -f $exp/fat_mlm50/train_seconds ]] && rows+=(fat_mlm50)  # stage 6's diagnosis row, once it exists
 if run_stage 4; then
   say "stage 4: translate tst-COMMON (held-out voice, beam 5), audio-use probe (dev), reconstruction PNG"
   for row in "${rows[@]}"; do
@@ -145,15 +148,25 @@ if run_stage 4; then
   python3 "$here/../../tools/plot_fat_mlm.py" --checkpoint "$mlm/checkpoints/best" --manifest "$prepared/dev.tsv" \
     --out "$exp/fat_mlm_reconstruction.png" || echo "(no PNG: see the message above)"
   # does FAT-MLM fuse the modalities? masked-token CE with own / another's / no speech (tools/probe_fat_mlm.py)
-  python3 "$here/../../tools/probe_fat_mlm.py" --checkpoint "$mlm/checkpoints/best" --manifest "$prepared/dev.tsv" \
-    | tee "$mlm/fusion_probe.json"
+  for dir in "$mlm" "$exp/mlm_mask50"; do
+    [[ -d $dir/checkpoints/best ]] || continue
+    python3 "$here/../../tools/probe_fat_mlm.py" --checkpoint "$dir/checkpoints/best" --manifest "$prepared/dev.tsv" \
+      | tee "$dir/fusion_probe.json"
+  done
 fi
 
 if run_stage 5; then
   say "stage 5: results -> $exp/results.md"
   python3 "$here/../../tools/results_table.py" --exp "$exp" --runs "${rows[@]}" \
     --label "fat_mlm=FAT-ST from FAT-MLM" "fat_rand=FAT-ST from random weights" "s2t=S2T fbank + joint CTC 0.3" \
-    --label-header "model" --columns updates time dev bleu chrf audio_use --dev-metric loss --out "$exp/results.md"
+    "fat_mlm50=FAT-ST from FAT-MLM, 50% text masking (diagnosis)" \
+    --label-header "model" --columns updates time dev bleu chrf audio_use --dev-metric st_loss --out "$exp/results.md"
   cat "$exp/results.md"
+fi
+if run_stage 6; then  # not in the default run (--stop-stage 5): re-run stages 4-5 afterwards to add its row
+  say "stage 6 (diagnosis): FAT-MLM with 50% text masking ($mlm_updates updates), FAT-ST from it"
+  timed "$exp/time_mlm_mask50.txt" speechxl train --config "$here/conf/fat_mlm.yaml" run_dir="$exp/mlm_mask50" \
+    data.manifest_dir="$prepared" stages.fat_mlm.max_update="$mlm_updates" model.text_mask_ratio=0.5
+  train_st fat_mlm50 model.mlm_checkpoint="$(cd "$exp/mlm_mask50/checkpoints/best" && pwd -P)"
 fi
 say "done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
