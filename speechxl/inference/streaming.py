@@ -27,7 +27,8 @@ Policies (`--policy`):
 - `alignatt`: AlignAtt — greedy candidates from the committed prefix; a candidate is committed only while the
   encoder frame its cross-attention (decoder layer `attn_layer`, heads averaged) points at lies before the last
   `frames` frames; else wait for audio.
-When the source is finished every policy writes the rest of its hypothesis (greedy, or beam for LA).
+When the source is finished every policy writes the rest of its hypothesis (greedy, or beam for LA with
+la_beam > 1 or with final_beam > 1).
 """
 
 from __future__ import annotations
