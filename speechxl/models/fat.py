@@ -24,7 +24,7 @@ Choices where the paper's text was not available here (docs/methods.md, FAT):
 - speech masking: 30% of each utterance's fbank frames in non-overlapping spans of 20 frames (200 ms, 5 encoder
   positions), zeroed in the input (0 = the utterance mean after CMVN); L2 = mean over the 80 bins of the squared
   error, summed over masked frames; a masked frame weighs 0.1 of a masked token (`speech_weight`), in the loss
-  and in the sample size (at 1.0 the ~30 masked frames per masked token left the text losses ~4% of the loss);
+  and in the sample size (at 1.0 masked tokens were 4% of the units the loss is averaged over: 113 vs 2,560);
 - masks are drawn per utterance and segment from (mask_seed, update, utterance id, segment): a padded batch gets
   what each utterance gets alone, and a segment's masks do not depend on the others present; validation always
   uses the same masks (update 0), so the dev masked loss compares checkpoints;
@@ -102,7 +102,7 @@ class FatMLMConfig(Seq2SeqConfig):
     speech_mask_ratio: float = 0.3  # of each utterance's fbank frames
     speech_mask_span: int = 20  # fbank frames per masked span (10 ms each)
     # A masked frame's share against a masked token's, in the loss and the sample size: 0.1 makes 10 frames
-    # (100 ms) weigh like one token; at 1.0 the ~30 masked frames per masked token drown the text losses.
+    # (100 ms) weigh like one token; at 1.0 the ~20 masked frames per masked token outweigh the text losses.
     speech_weight: float = 0.1
     mask_seed: int = 1
 
