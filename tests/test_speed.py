@@ -12,7 +12,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from speechxl.config import TrainConfig, config_from_dict
-from speechxl.modules.transformer import TransformerDecoder
+from speechxl.modules.transformer import FeedForward, TransformerDecoder, dropout_multiplier
 from speechxl.train.distributed import DistEnv
 from speechxl.train.logs import read_log
 from speechxl.train.loop import compile_for_training, train
@@ -50,6 +50,22 @@ def test_decoder_logits_for_chosen_rows_equal_the_full_logits_and_their_gradient
     )
     with pytest.raises(ValueError, match="padding"):
         decoder(prev, memory, memory_padding, rows=torch.ones_like(rows))
+
+
+def test_feed_forward_relu_folded_into_dropout_equals_relu_then_dropout():
+    torch.manual_seed(0)
+    ffn = FeedForward(DIM, FFN, "relu", activation_dropout=0.3).train()
+    x = torch.randn(9, DIM, requires_grad=True)
+    torch.manual_seed(5)
+    fused = ffn(x)
+    torch.manual_seed(5)
+    h = ffn.fc1(x)
+    reference = ffn.fc2(torch.relu(h) * dropout_multiplier(h, 0.3))  # the same draw
+    torch.testing.assert_close(fused, reference)
+    g = torch.randn_like(fused)
+    inputs = [x, *ffn.parameters()]
+    for a, b in zip(torch.autograd.grad(fused, inputs, g), torch.autograd.grad(reference, inputs, g)):
+        torch.testing.assert_close(a, b)
 
 
 # ---------------------------------------------------------------------------------------------- gpu_check

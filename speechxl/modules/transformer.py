@@ -52,14 +52,23 @@ def dropout_multiplier(like: torch.Tensor, p: float) -> torch.Tensor:
     spends ~4 ns per element, several times a multiply). One 64-bit draw is cut into four 16-bit uniforms,
     so a quarter of the draws give the mask. The scale uses the realised keep rate, so E[output] = input.
     """
+    return _keep_mask(like, p).view(torch.uint8).to(like.dtype).mul_(_dropout_scale(p))
+
+
+def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
+    """Boolean mask shaped like `like`, True with probability 1 − p (to 2^-17): `dropout_multiplier`'s draw."""
     n, drop = like.numel(), round(p * _KEEP_LEVELS)
     if drop >= _KEEP_LEVELS:
-        return torch.zeros_like(like)
+        return torch.zeros(like.shape, dtype=torch.bool, device=like.device)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-(1 << 63), None)
     uniform16 = words.view(torch.int16)[:n].view(like.shape)  # uniform over [-2^15, 2^15)
-    keep = uniform16 >= drop - _KEEP_LEVELS // 2
-    # via uint8: torch converts uint8 to float several times faster than bool (and bool × float is slower still)
-    return keep.view(torch.uint8).to(like.dtype).mul_(_KEEP_LEVELS / (_KEEP_LEVELS - drop))
+    return uniform16 >= drop - _KEEP_LEVELS // 2
+
+
+def _dropout_scale(p: float) -> float:
+    """1 / the realised keep rate, so that E[output] = input; 0 when everything is dropped."""
+    drop = round(p * _KEEP_LEVELS)
+    return 0.0 if drop >= _KEEP_LEVELS else _KEEP_LEVELS / (_KEEP_LEVELS - drop)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -271,7 +280,14 @@ class FeedForward(nn.Module):
         self.activation_dropout = Dropout(activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation_dropout(self.activation(self.fc1(x))))
+        h = self.fc1(x)
+        p = self.activation_dropout.p
+        if self.activation is F.relu and self.training and p > 0 and h.device.type == "cpu":
+            # ReLU folded into the dropout mask: h · (keep & h > 0) / (1 − p) is relu then dropout, and its
+            # backward is one multiply (relu's threshold pass over the (rows, ffn_dim) gradient is saved)
+            keep = _keep_mask(h, p).logical_and_(h > 0)
+            return self.fc2(h * keep.view(torch.uint8).to(h.dtype).mul_(_dropout_scale(p)))
+        return self.fc2(self.activation_dropout(self.activation(h)))
 
 
 class _Sublayers(nn.Module):
