@@ -17,6 +17,7 @@ from speechxl.data.dataset import SpeechTextDataset, collate
 from speechxl.data.manifest import read_manifest, write_manifest
 from speechxl.data.vocab import Vocab, extend_vocab
 from speechxl.errors import CheckpointError, DataError
+from speechxl.inference.search import beam_search
 from speechxl.models import build_model, load_model
 from speechxl.modules.adapters import add_lora
 from speechxl.modules.transformer import MultiheadAttention
@@ -183,6 +184,73 @@ def test_lora_on_q_k_v_would_be_bypassed_so_it_is_refused():
     assert not torch.allclose(before, after)
     with pytest.raises(ValueError, match="would have no effect"):
         add_lora(torch.nn.Sequential(MultiheadAttention(8, 2)), 2, 2, ["q_proj", "out_proj"])
+
+
+@pytest.fixture(scope="module")
+def mixed(corpus, french, tmp_path_factory) -> Path:
+    """A multilingual corpus: De and Fr utterances alternating in one manifest, the French-extended vocabulary."""
+    root = tmp_path_factory.mktemp("mixed")
+    shutil.copytree(corpus / "wav", root / "wav")
+    shutil.copy(french / "spm.model", root / "spm.model")
+    for split in ("train", "dev"):
+        pairs = zip(read_manifest(corpus / f"{split}.tsv"), read_manifest(french / f"{split}.tsv"))
+        rows = [{**row, "id": f"{row['tgt_lang']}_{row['id']}"} for pair in pairs for row in pair]
+        write_manifest(root / f"{split}.tsv", rows)
+    return root
+
+
+def test_a_mixed_batch_picks_each_utterances_adapter_by_its_language(mixed, parent):
+    """A batch of De and Fr utterances gives each utterance what a batch of it alone gives (its own
+    language's adapter): teacher forcing over packed rows, and beam search as utterances finish."""
+    vocab = Vocab.load(mixed / "spm.model")
+    spec = {"parent": str(parent), "adapters": {"names": ["de", "fr"], "bottleneck": 4}}
+    model = build_model({"peft": spec}, vocab).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".adapters." in name:
+                param.normal_(std=0.5)  # the two languages' adapters now change the outputs differently
+    dataset = SpeechTextDataset.from_manifest(mixed / "dev.tsv", "st", vocab)
+    items = [dataset[i] for i in range(4)]
+    assert [vocab.piece(int(item.target[0])) for item in items] == ["<de>", "<fr>", "<de>", "<fr>"]
+
+    def teacher_forcing(batch) -> list[torch.Tensor]:
+        with torch.no_grad():
+            enc = model.encode(batch)
+            rows = batch["prev_target"].ne(vocab.pad)
+            logits = model.decoder(batch["prev_target"], enc["memory"], enc["memory_padding_mask"], rows=rows)
+        return list(logits.split(rows.sum(1).tolist()))
+
+    def search(batch) -> list[list[int]]:
+        nbest = beam_search(model, batch, beam=2, max_len_b=12, prefix=batch["prefix"])
+        return [hyps[0].tokens for hyps in nbest]
+
+    batch = collate(items, "st", vocab.pad, vocab.eos)
+    assert batch["audio_padding_mask"].any() and batch["prev_target"].eq(vocab.pad).any()  # packed rows
+    alone = [collate([item], "st", vocab.pad, vocab.eos) for item in items]
+    for together, single in zip(teacher_forcing(batch), alone):
+        assert torch.allclose(together, teacher_forcing(single)[0], atol=1e-5)
+    together = search(batch)
+    layer = model.decoder.layers[0].adapters
+    assert layer.active == () and layer.row_names == ("de", "fr") and layer.packing is None
+    assert together == [search(single)[0] for single in alone]
+    assert layer.active == ("fr",) and layer.row_choice is None  # a one-language batch: the batch's adapter
+
+
+def test_a_multilingual_child_trains_each_language_adapter_on_mixed_batches(tmp_path, mixed, parent):
+    config = child_config(mixed, parent, tmp_path / "multi", ["adapters"], adapters={"names": ["de", "fr"]})
+    config["train"].update(max_update=2, validate_every=0)  # the end-of-run validation decodes mixed batches
+    cfg = config_from_dict(config)
+    vocab = Vocab.load(mixed / "spm.model")
+    model = build_model(cfg.model, vocab)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(cfg, model=model, vocab=vocab, vocab_files=[mixed / "spm.model"])
+    after = model.state_dict()
+    for lang in ("de", "fr"):
+        up = f"decoder.layers.0.adapters.adapters.{lang}.up.weight"
+        assert not torch.equal(after[up], before[up]), lang  # both languages' adapters learned
+    body = [n for n in after if ".adapters." not in n and n not in model.peft_rows]
+    assert body and all(torch.equal(after[n], before[n]) for n in body)  # the shared body: the parent's
 
 
 # ------------------------------------------------------------------------------------------ delta checkpoints

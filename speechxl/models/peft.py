@@ -19,8 +19,11 @@ delta (speechxl/checkpoint.py).
 
 Adapters are chosen per batch: the adapter named after the batch's target language tag (its `prefix`), then
 `task_<task>` when there is one; a batch whose language has no adapter runs the parent's path unchanged.
+A batch that mixes target languages (a multilingual manifest) picks each utterance's adapter by its own tag.
 Because search calls `model.encode(batch)` directly, the choice is made by wrapping `encode` (and by a
-forward pre-hook for training); the model's `checkpoint_config` is wrapped to add the `peft` section.
+forward pre-hook for training); for a mixed batch the encoder output carries the per-utterance choice
+(`adapter_rows`, reordered with it as utterances finish) and the wrapped `decode_step` repeats it per beam
+row. The model's `checkpoint_config` is wrapped to add the `peft` section.
 """
 
 from __future__ import annotations
@@ -32,12 +35,20 @@ import torch
 
 from speechxl import checkpoint as ckpt
 from speechxl.errors import DataError
-from speechxl.modules.adapters import LORA_TARGETS, adapter_names, add_adapters, add_lora, set_active_adapters
+from speechxl.modules.adapters import (
+    LORA_TARGETS,
+    adapter_names,
+    add_adapters,
+    add_lora,
+    set_active_adapters,
+    set_row_adapters,
+)
 
 PEFT_KEYS = ("parent", "parent_sha256", "adapters", "lora", "reinit", "stored")
 _ADAPTER_KEYS = {"names": None, "bottleneck": 64, "sides": ["encoder", "decoder"]}
 _LORA_KEYS = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": list(LORA_TARGETS)}
 _WHERE = "model config peft"
+ROW_ADAPTERS = "adapter_rows"  # the encoder output's key of a mixed batch's per-utterance adapter choice
 
 
 def _options(value: Any, defaults: dict[str, Any], where: str) -> dict[str, Any]:
@@ -149,29 +160,49 @@ def _check_vocab_extends(parent_vocab, vocab, parent: Path) -> None:
 
 
 def _choose_adapters_per_batch(model, vocab) -> None:
-    names = set(adapter_names(model))
+    names = adapter_names(model)
     tags = {vocab.tag(name): name for name in names if vocab.has_tag(name)}
+    languages = sorted(set(tags.values()))
 
-    def choose(batch: dict[str, Any]) -> None:
-        active = []
+    def choose(batch: dict[str, Any]) -> torch.Tensor | None:
+        """Set the batch's adapters; for a batch mixing languages, returns each utterance's choice (an index
+        into `languages`, -1 for a language without an adapter)."""
+        active, rows = [], None
         prefix = batch.get("prefix")
         if prefix is not None:
-            langs = {tags.get(int(i)) for i in prefix[:, 0].unique()}
-            if len(langs) > 1 and langs - {None}:
-                raise DataError(_WHERE, f"a batch mixes target languages {sorted(map(str, langs))} with adapters")
-            active += [lang for lang in langs if lang is not None]
+            row_langs = [tags.get(i) for i in prefix[:, 0].tolist()]
+            if len(set(row_langs)) == 1:
+                active += [lang for lang in row_langs[:1] if lang is not None]
+            else:  # each utterance its own language's adapter
+                index = {lang: i for i, lang in enumerate(languages)}
+                rows = torch.tensor([index.get(lang, -1) for lang in row_langs], device=prefix.device)
         if f"task_{batch.get('task')}" in names:
             active.append(f"task_{batch['task']}")
         set_active_adapters(model, active)
+        if rows is not None:
+            set_row_adapters(model, languages, rows)
+        return rows
 
-    model.register_forward_pre_hook(lambda module, args: choose(args[0]))
-    encode = model.encode
+    def choose_on_forward(module, args) -> None:
+        choose(args[0])
+
+    model.register_forward_pre_hook(choose_on_forward)
+    encode, decode_step = model.encode, model.decode_step
 
     def encode_choosing(batch, *args, **kwargs):
-        choose(batch)
-        return encode(batch, *args, **kwargs)
+        rows = choose(batch)
+        enc = encode(batch, *args, **kwargs)
+        if rows is not None:  # search keeps it in step with the running utterances (reorder_encoder_out)
+            enc[ROW_ADAPTERS] = rows
+        return enc
 
-    model.encode = encode_choosing
+    def decode_step_choosing(tokens, enc, *args, **kwargs):
+        rows = enc.get(ROW_ADAPTERS)
+        if rows is not None:  # N = utterances x beam rows, grouped per utterance
+            set_row_adapters(model, languages, rows.repeat_interleave(tokens.size(0) // rows.numel()))
+        return decode_step(tokens, enc, *args, **kwargs)
+
+    model.encode, model.decode_step = encode_choosing, decode_step_choosing
 
 
 def merge(child: str | Path, out: str | Path) -> Path:

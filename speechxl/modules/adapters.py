@@ -6,6 +6,11 @@ is the identity and a model with fresh adapters computes exactly what its parent
 adapter per name (`fr`, `es`, `task_st`); the active names are applied in order (language, then task), so
 adapters stack, and switching the active names swaps them at decode time.
 
+A batch that mixes target languages picks each utterance's language adapter by row (`set_row_adapters`): the
+rows of utterance b go through its adapter, the other rows past it; the `active` names (a task adapter) then
+apply to every row. A layer sees utterance rows as (B, T, D), as its real rows (N, D) with a `RowPacking`
+(captured from the layer's call), or as (B·k, t, D) beam rows in search (the caller repeats the choice per row).
+
 They are inserted without touching the layers' code: each layer gets an `adapters` child (its parameters
 are named `<layer>.adapters.<name>.down.weight`, the parent's names stay as they were) and a forward hook
 on its `ffn` that passes the FFN output through it.
@@ -26,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechxl.modules.transformer import DecoderLayer, EncoderLayer
+from speechxl.modules.transformer import DecoderLayer, EncoderLayer, RowPacking
 
 SIDES = {"encoder": EncoderLayer, "decoder": DecoderLayer}
 LORA_TARGETS = ("out_proj", "fc1", "fc2")  # modules peft's LoRA serves in our layers (called, not read)
@@ -48,21 +53,51 @@ class Bottleneck(nn.Module):
 
 
 class LayerAdapters(nn.Module):
-    """The adapters of one layer by name; `active` (a tuple of names) are applied in order."""
+    """The adapters of one layer by name. Per utterance row, `row_names[row_choice[row]]` first (-1: none;
+    only while `row_choice` is set, for a batch mixing languages), then `active` (a tuple of names) in order."""
 
     def __init__(self, dim: int, bottleneck: int, names: Sequence[str]):
         super().__init__()
         self.adapters = nn.ModuleDict({name: Bottleneck(dim, bottleneck) for name in names})
         self.active: tuple[str, ...] = ()
+        self.row_names: tuple[str, ...] = ()
+        self.row_choice: torch.Tensor | None = None  # (rows,) long: an index into row_names, or -1
+        self.packing: RowPacking | None = None  # the layer's packing during its forward (set by a hook)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.row_choice is not None:
+            y = self._per_row(y)
         for name in self.active:
             y = self.adapters[name](y)
         return y
 
+    def _per_row(self, y: torch.Tensor) -> torch.Tensor:
+        choice = self.row_choice.to(y.device)
+        if y.dim() == 2 and self.packing is not None and self.packing.batch == choice.numel():
+            choice = choice.index_select(0, torch.div(self.packing.index, self.packing.length, rounding_mode="floor"))
+        elif y.size(0) != choice.numel():
+            raise RuntimeError(
+                f"per-utterance adapters chosen for {choice.numel()} rows, the layer got {tuple(y.shape)} "
+                "(decode one target language at a time, or pass the choice per beam row)"
+            )
+        out = y
+        for i, name in enumerate(self.row_names):
+            rows = (choice == i).nonzero().squeeze(1)
+            if rows.numel():
+                out = out.index_copy(0, rows, self.adapters[name](y.index_select(0, rows)))
+        return out
+
 
 def _after_ffn(layer: nn.Module, _inputs, output: torch.Tensor) -> torch.Tensor:
     return layer.adapters(output)
+
+
+def _capture_packing(layer: nn.Module, args: tuple, kwargs: dict) -> None:
+    layer.adapters.packing = next((a for a in (*args, *kwargs.values()) if isinstance(a, RowPacking)), None)
+
+
+def _release_packing(layer: nn.Module, _args, _output) -> None:
+    layer.adapters.packing = None
 
 
 def add_adapters(model: nn.Module, names: Sequence[str], bottleneck: int, sides: Iterable[str]) -> int:
@@ -77,6 +112,8 @@ def add_adapters(model: nn.Module, names: Sequence[str], bottleneck: int, sides:
         dim = layer.ffn.fc2.out_features
         layer.adapters = LayerAdapters(dim, bottleneck, names)
         layer.ffn.register_forward_hook(lambda ffn, inputs, out, layer=layer: _after_ffn(layer, inputs, out))
+        layer.register_forward_pre_hook(_capture_packing, with_kwargs=True)
+        layer.register_forward_hook(_release_packing)
     return len(layers)
 
 
@@ -88,6 +125,18 @@ def set_active_adapters(model: nn.Module, names: Sequence[str]) -> None:
             if missing:
                 raise KeyError(f"no adapter {missing} in this model; it has {sorted(module.adapters)}")
             module.active = tuple(names)
+            module.row_names, module.row_choice = (), None
+
+
+def set_row_adapters(model: nn.Module, names: Sequence[str], choice: torch.Tensor) -> None:
+    """Per utterance row, the adapter `names[choice[row]]` (-1: none), applied before the `active` ones;
+    `set_active_adapters` clears it."""
+    for module in model.modules():
+        if isinstance(module, LayerAdapters):
+            missing = [n for n in names if n not in module.adapters]
+            if missing:
+                raise KeyError(f"no adapter {missing} in this model; it has {sorted(module.adapters)}")
+            module.row_names, module.row_choice = tuple(names), choice
 
 
 def adapter_names(model: nn.Module) -> list[str]:
