@@ -75,3 +75,35 @@ def test_default_and_extra_columns(tmp_path):
     assert lines[2] == "| a | 30 min 05 s | 3.142 | 0.005 / 0.005 | 0.123 / -0.014 | 90.6 | 12.3 | 0.29 |"
     assert lines[3] == "| b | – | – | – | – | – | – | – |"
     assert "Memory (tools/probe_chimera_memory.py" in lines[5] and "Audio use" not in lines[5]
+
+
+def test_per_direction_and_total_stored_columns(tmp_path):
+    """A system of several models (recipes/synth/extend.sh stage 5): one BLEU column per decode directory, and
+    the elements / bytes of every checkpoint listed in its `needs` file (% of --parent's elements)."""
+    import torch
+    from safetensors.torch import save_file
+
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    save_file({"w": torch.zeros(10, 10)}, str(parent / "model.safetensors"))
+    delta = tmp_path / "delta.safetensors"
+    save_file({"a": torch.zeros(5)}, str(delta))
+    system = tmp_path / "exp" / "multi"
+    for lang, bleu in (("de", 40.123), ("fr", 20.5)):
+        (system / f"decode_{lang}").mkdir(parents=True)
+        (system / f"decode_{lang}" / "score.json").write_text(json.dumps({"bleu": bleu, "chrf": 60.04}))
+    (system / "needs").write_text(f"{parent / 'model.safetensors'}\n{delta}\n")
+    columns = ["bleu@decode_de", "bleu@decode_fr", "chrf@decode_de", "bleu@decode_es", "total_stored", "total_bytes"]
+    lines = table(tmp_path / "exp", "--runs", "multi", "--parent", str(parent), "--columns", *columns)
+    size = (parent / "model.safetensors").stat().st_size + delta.stat().st_size
+    assert lines[0] == (
+        "| run | de BLEU | fr BLEU | de chrF | es BLEU | stored params, all it needs (% of parent) "
+        "| bytes, all it needs |"
+    )
+    assert lines[2] == f"| multi | 40.12 | 20.50 | 60.0 | – | 105 (105.0%) | {size:,} |"
+    bad = subprocess.run(
+        [sys.executable, str(TOOL), "--exp", str(tmp_path), "--runs", "x", "--columns", "bleu@"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "unknown column 'bleu@'" in bad.stderr

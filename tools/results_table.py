@@ -21,6 +21,10 @@ leaves its cell "–". `--columns` picks and orders the columns; besides the def
             what its run trained)
   bytes     the size of `<run>/avg/model.safetensors`
   de_bleu   BLEU of `<run>/decode_de/score.json`: the child decoding the parent's direction (forgetting)
+  bleu@DIR, chrf@DIR   BLEU / chrF of `<run>/DIR/score.json` (one column per direction: bleu@decode_fr)
+  total_stored, total_bytes   tensor elements (% of --parent's) / bytes of every checkpoint the row needs:
+            the model.safetensors files listed in `<run>/needs` (one path a line; a system of several models,
+            or a delta with its parent), else `<run>/avg/model.safetensors`
 """
 
 from __future__ import annotations
@@ -152,7 +156,22 @@ def column_headers(name: str, args: argparse.Namespace) -> str:
         "stored": "stored params (% of parent)",
         "bytes": "checkpoint bytes",
         "de_bleu": "its En→De BLEU",
-    }[name]
+        "total_stored": "stored params, all it needs (% of parent)",
+        "total_bytes": "bytes, all it needs",
+    }.get(name) or _per_decode_header(name)
+
+
+def _per_decode_header(name: str) -> str:
+    metric, decode = name.split("@", 1)
+    return f"{decode.removeprefix('decode_')} {'BLEU' if metric == 'bleu' else 'chrF'}"
+
+
+def needed_weights(run: Path) -> list[Path]:
+    """The model.safetensors files a row needs: those listed in `<run>/needs`, else its averaged checkpoint."""
+    listed = run / "needs"
+    if listed.is_file():
+        return [Path(line.strip()) for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [run / "avg" / "model.safetensors"]
 
 
 def cell(name: str, run: Run, args: argparse.Namespace) -> str:
@@ -188,6 +207,17 @@ def cell(name: str, run: Run, args: argparse.Namespace) -> str:
         return f"{weights.stat().st_size:,}" if weights.is_file() else "–"
     if name == "de_bleu":
         return _number(_json(run.path / "decode_de" / "score.json").get("bleu"), ".2f")
+    if name in ("total_stored", "total_bytes"):
+        files = needed_weights(run.path)
+        if not all(f.is_file() for f in files):
+            return "–"
+        if name == "total_bytes":
+            return f"{sum(f.stat().st_size for f in files):,}"
+        return share_cell(sum(elements(f) for f in files), parent)
+    if "@" in name:
+        metric, decode = name.split("@", 1)
+        value = _json(run.path / decode / "score.json").get(metric)
+        return _number(value, ".2f" if metric == "bleu" else ".1f")
     raise ValueError(f"unknown column {name}")
 
 
@@ -195,6 +225,28 @@ def row(run: Path, label: str, decode: str, args: argparse.Namespace) -> tuple[s
     loaded = Run(run, decode)
     cells = [label] + [cell(name, loaded, args) for name in args.columns]
     return "| " + " | ".join(cells) + " |", loaded.score
+
+
+COLUMNS = DEFAULT_COLUMNS + [
+    "memory",
+    "wer",
+    "decode_s",
+    "shrink",
+    "cpu",
+    "trained",
+    "stored",
+    "bytes",
+    "de_bleu",
+    "total_stored",
+    "total_bytes",
+]
+
+
+def _column(name: str) -> str:
+    metric, _, decode = name.partition("@")
+    if name in COLUMNS or (metric in ("bleu", "chrf") and decode):
+        return name
+    raise argparse.ArgumentTypeError(f"unknown column {name!r}; columns: {', '.join(COLUMNS)}, bleu@DIR, chrf@DIR")
 
 
 def main() -> None:
@@ -219,8 +271,7 @@ def main() -> None:
         "--columns",
         nargs="+",
         default=DEFAULT_COLUMNS,
-        choices=DEFAULT_COLUMNS
-        + ["memory", "wer", "decode_s", "shrink", "cpu", "trained", "stored", "bytes", "de_bleu"],
+        type=_column,
         metavar="COLUMN",
         help=f"the columns after the label, in order (default: {' '.join(DEFAULT_COLUMNS)}; see below)",
     )
