@@ -762,7 +762,7 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="checkpoint directory to write (must not exist)")
 
     def run(a):
-        from speechxl.models.peft import merge
+        from speechxl.models.base import merge
 
         print(f"merged {a.checkpoint} and its parent into {merge(a.checkpoint, a.out)}")
 

@@ -203,23 +203,3 @@ def _choose_adapters_per_batch(model, vocab) -> None:
         return decode_step(tokens, enc, *args, **kwargs)
 
     model.encode, model.decode_step = encode_choosing, decode_step_choosing
-
-
-def merge(child: str | Path, out: str | Path) -> Path:
-    """`speechxl merge`: a delta checkpoint and its parent -> one full checkpoint at `out` (it keeps the
-    child's adapters / LoRA as modules, and needs no parent any more)."""
-    from speechxl.models.base import load_model
-
-    child = Path(child)
-    model, _, config = load_model(child)
-    spec = {k: v for k, v in (config["model"].get("peft") or {}).items() if k in ("adapters", "lora") and v}
-    model_config = {k: v for k, v in config["model"].items() if k != "peft"}
-    config = {**config, "model": {**model_config, **({"peft": spec} if spec else {})}}
-    vocab_files = [child / name for name in (ckpt.VOCAB_FILE, ckpt.PIECES_FILE) if (child / name).is_file()]
-    return ckpt.write_checkpoint(
-        out,
-        model_state=model.state_dict(),
-        config=config,
-        vocab_files=vocab_files,
-        metrics={**ckpt.load_metrics(child), "merged_from": str(child)},
-    )
