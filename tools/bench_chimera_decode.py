@@ -12,6 +12,12 @@ mean hypothesis length in tokens (decoding time grows with it), BLEU / chrF of e
 manifest's references), the memory size M and the mean number of encoder frames the XSTNet decoder attends
 to. Give checkpoints of the same sizes (the synth recipe's `chimera` and `xstnet` rows are) for a fair
 comparison.
+
+Decoding time grows with the output length, and two models rarely write equally long hypotheses (an
+undertrained one runs on to --max-len-b, another stops early). `--min-len N` with `--max-len-b N` makes every
+hypothesis of both models exactly N tokens: the same number of beam steps, so the ratio measures the cost of
+a step (the decoder reading M slots vs every encoder frame) alone. Its BLEU is then that of forced-length
+output, not a quality figure.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import torch
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
-from speechxl.inference.decode import DecodeOptions, decode_batch, score_output
+from speechxl.inference.decode import DecodeOptions, score_output
+from speechxl.inference.search import beam_search
 from speechxl.models import load_model
 from speechxl.tasks import get_task
 
@@ -41,14 +48,28 @@ def load(checkpoint: str, manifest: str, max_tokens: int, max_sentences: int):
     return model.eval(), vocab, rows, batches
 
 
-def decode_all(model, vocab, batches, n_rows: int, options: DecodeOptions) -> tuple[list[str], float, float]:
-    """The hypotheses, and the wall and CPU (this process) seconds they took."""
+@torch.no_grad()
+def decode_all(
+    model, vocab, batches, n_rows: int, options: DecodeOptions, min_len: int = 1
+) -> tuple[list[str], float, float]:
+    """The hypotheses, and the wall and CPU (this process) seconds they took (inference.decode.decode_batch's
+    search, with `min_len`)."""
     task = get_task("st")
     hyps = [""] * n_rows
     start, cpu_start = time.perf_counter(), time.process_time()
     for indices, batch in batches:
-        for i, texts in zip(indices, decode_batch(model, batch, vocab, task, options)):
-            hyps[i] = texts["translation"]
+        results = beam_search(
+            model,
+            batch,
+            beam=options.beam,
+            lenpen=options.lenpen,
+            max_len_a=options.max_len_a,
+            max_len_b=options.max_len_b,
+            prefix=model.decode_prefix(batch),
+            min_len=min_len,
+        )
+        for i, nbest in zip(indices, results):
+            hyps[i] = model.output_texts(nbest[0].tokens, vocab, task)["translation"]
     return hyps, time.perf_counter() - start, time.process_time() - cpu_start
 
 
@@ -70,6 +91,9 @@ def main() -> None:
     parser.add_argument("--manifest", required=True, help="test manifest (audio + tgt_text)")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--max-len-b", type=int, default=200)
+    parser.add_argument(
+        "--min-len", type=int, default=1, help="no </s> before this many tokens (= --max-len-b: equal lengths)"
+    )
     parser.add_argument("--max-tokens", type=int, default=3_200_000, help="wave samples per batch")
     parser.add_argument("--max-sentences", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
@@ -87,9 +111,9 @@ def main() -> None:
     hyps: dict[str, list[str]] = {}
     for _ in range(a.repeats):
         for name, (model, vocab, rows, batches) in systems.items():
-            hyps[name], took, cpu = decode_all(model, vocab, batches, len(rows), options)
+            hyps[name], took, cpu = decode_all(model, vocab, batches, len(rows), options, a.min_len)
             seconds[name], cpu_seconds[name] = min(seconds[name], took), min(cpu_seconds[name], cpu)
-    result = {"utterances": len(refs), "beam": a.beam, "threads": a.threads}
+    result = {"utterances": len(refs), "beam": a.beam, "threads": a.threads, "min_len": a.min_len}
     for name in systems:
         scores = score_output("translation", hyps[name], refs)
         result[f"{name}_utt_per_s"] = round(len(refs) / seconds[name], 2)

@@ -11,7 +11,7 @@
 #
 #   bash recipes/synth/chimera.sh [--stage N] [--stop-stage M] [--rows "chimera noctr m16 batch sentence xstnet"]
 #        [--jobs 2] [--mt-updates 250] [--updates 950] [--exp exp/synth_chimera] [--data data/synth_ablation]
-#        [--w2v DIR] [-- key=value ...]
+#        [--w2v DIR|random] [--ctr-ramp N] [--until-stage NAME] [--bench-len 60] [-- key=value ...]
 #
 # Stages: 0 the data and the pre-trained wav2vec2 (ablation.sh --stop-stage 2; skipped when present)
 #         1 train every row, --jobs at a time (one CPU thread each)
@@ -19,9 +19,16 @@
 #           SynthST sentences have ~20, and an untrained decoder would run on to 200), score, probes
 #         3 the table: EXP/results.md (tools/results_table.py: updates, wall and CPU time of training, dev ST
 #           loss, BLEU, chrF, audio use, and the memory probe of tools/probe_chimera_memory.py for Chimera rows)
-#         4 beam-5 decoding speed, Chimera (M 64 and 16) vs XSTNet: EXP/bench_decode.jsonl (one JSON line each)
+#         4 beam-5 decoding speed, Chimera (M 64 and 16) vs XSTNet: EXP/bench_decode.jsonl (one JSON line each);
+#           --bench-len 60 (default) makes every hypothesis of both models 60 tokens long (same beam steps:
+#           the ratio is the cost of a step), --bench-len 1 lets each model stop where it likes
 # --updates is the total (MT + triplet); --mt-updates the MT stage (Chimera's contrastive ramp starts there).
 # `-- key=value` goes to every `speechxl train` (e.g. data.max_wave_samples=320000 for a quicker run).
+# --w2v random: every row starts from a randomly initialised wav2vec 2.0 (no pre-training; stage 0 then only
+# makes the data). --ctr-ramp: the contrastive weight's ramp (updates; default the config's 100).
+# --until-stage mt_pretrain: stop each row after its MT stage (speechxl train --until-stage); a later stage-1
+# run resumes it. Rows whose MT stage is the same computation (chimera, noctr, batch, sentence: the contrastive
+# loss only acts in the triplet stage) can then share one: copy exp/chimera to exp/<row> before resuming.
 set -euo pipefail
 
 stage=0
@@ -34,6 +41,9 @@ exp=exp/synth_chimera
 data=data/synth_ablation
 w2v=
 avg_last=3
+ctr_ramp=
+until_stage=
+bench_len=60
 overrides=()
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -49,8 +59,11 @@ while [[ $# -gt 0 ]]; do
     --data) data=$2; shift 2 ;;
     --w2v) w2v=$2; shift 2 ;;
     --avg-last) avg_last=$2; shift 2 ;;
+    --ctr-ramp) ctr_ramp=$2; shift 2 ;;
+    --until-stage) until_stage=$2; shift 2 ;;
+    --bench-len) bench_len=$2; shift 2 ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -64,21 +77,25 @@ start=$SECONDS
 w2v=${w2v:-exp/synth_ablation/w2v_pretrain/checkpoints/last}
 
 if run_stage 0; then
-  if [[ -f $data/en-de/spm.model && -f $w2v/config.json ]]; then
+  if [[ -f $data/en-de/spm.model && ( $w2v == random || -f $w2v/config.json ) ]]; then
     say "stage 0: $data and $w2v exist; skipped"
   else
     say "stage 0: ablation.sh stages 0-2 (SynthST, prep, wav2vec2 pre-training)"
-    bash "$here/ablation.sh" --stop-stage 2 --data "$data" --exp "$(dirname "$(dirname "$(dirname "$w2v")")")"
+    if [[ $w2v == random ]]; then bash "$here/ablation.sh" --stop-stage 1 --data "$data"
+    else bash "$here/ablation.sh" --stop-stage 2 --data "$data" --exp "$(dirname "$(dirname "$(dirname "$w2v")")")"; fi
   fi
 fi
 
 train_one() {  # train_one ROW: one `speechxl train`, its wall time in RUN/train_seconds
   local row=$1 run=$exp/$1 t0=$SECONDS args conf=$here/conf/chimera.yaml
-  [[ -f $w2v/config.json ]] || die "no pre-trained wav2vec2 at $w2v (stage 0)"
+  [[ $w2v == random || -f $w2v/config.json ]] || die "no pre-trained wav2vec2 at $w2v (stage 0)"
   [[ $row == xstnet ]] && conf=$here/conf/xstnet_expand.yaml
-  args=(--config "$conf" run_dir="$run" data.manifest_dir="$data/en-de" model.w2v_path="$(cd "$w2v" && pwd -P)"
+  args=(--config "$conf" run_dir="$run" data.manifest_dir="$data/en-de"
         train.max_update="$updates" stages.mt_pretrain.max_update="$mt_updates")
+  [[ $w2v == random ]] || args+=(model.w2v_path="$(cd "$w2v" && pwd -P)")
   [[ $row != xstnet ]] && args+=(model.contrastive_ramp_start="$mt_updates")
+  [[ $row != xstnet && -n $ctr_ramp ]] && args+=(model.contrastive_ramp="$ctr_ramp")
+  [[ -n $until_stage ]] && args=(--until-stage "$until_stage" "${args[@]}")  # options before the key=values
   [[ $row == noctr ]] && args+=(model.contrastive=none)
   [[ $row == m16 ]] && args+=(model.memory_slots=16)
   [[ $row == batch || $row == sentence ]] && args+=(model.contrastive="$row" model.contrastive_temperature=0)
@@ -137,7 +154,7 @@ if run_stage 4; then
   for row in chimera m16; do
     [[ -d $exp/$row/avg && -d $exp/xstnet/avg ]] || continue
     OMP_NUM_THREADS=1 python3 "$here/../../tools/bench_chimera_decode.py" --chimera "$exp/$row/avg" \
-      --xstnet "$exp/xstnet/avg" --manifest "$data/en-de/tst-COMMON.tsv" --max-len-b 60 \
+      --xstnet "$exp/xstnet/avg" --manifest "$data/en-de/tst-COMMON.tsv" --max-len-b 60 --min-len "$bench_len" \
       | tee -a "$exp/bench_decode.jsonl"
   done
 fi
