@@ -196,7 +196,7 @@ if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
     local i=0
     for l in de fr es; do
       local run=${runs[$i]} decode=decode_$l; i=$((i + 1))
-      [[ -d $exp/$run/$decode || $l == de ]] || decode=decode_tst-COMMON  # a stage-2 child's own direction
+      [[ $run != "${l}_"* || $l == de ]] || decode=decode_tst-COMMON  # a stage-2 child's own direction
       ln -s "$(realpath -m "$exp/$run/$decode")" "$dir/decode_$l"  # dangling (a "–" in the table) where not run
     done
     for run in $(printf '%s\n' "${runs[@]}" | sort -u); do
@@ -214,7 +214,7 @@ if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
     "$exp/multi_adapters/avg/model.safetensors"
   system multi_full "multi_full multi_full multi_full" "$exp/multi_full/avg/model.safetensors"
   python tools/results_table.py --exp "$mexp" --runs bi_full bi_adapters multi_adapters multi_full \
-    --parent "$parent" --label-header "system | training from the parent" \
+    --parent "$parent" --decode decode_de --label-header "system | training from the parent" \
     --label "bi_full=3 bilingual, full | 3 x $updates updates" \
     "bi_adapters=3 bilingual, adapters (shared frozen body) | 3 x $updates updates" \
     "multi_adapters=1 multilingual, language adapters (shared frozen body) | $multi_updates mixed updates" \
