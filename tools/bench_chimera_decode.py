@@ -31,8 +31,7 @@ import torch
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
-from speechxl.inference.decode import DecodeOptions, score_output
-from speechxl.inference.search import beam_search
+from speechxl.inference.decode import DecodeOptions, decode_batch, score_output
 from speechxl.models import load_model
 from speechxl.tasks import get_task
 
@@ -48,28 +47,14 @@ def load(checkpoint: str, manifest: str, max_tokens: int, max_sentences: int):
     return model.eval(), vocab, rows, batches
 
 
-@torch.no_grad()
-def decode_all(
-    model, vocab, batches, n_rows: int, options: DecodeOptions, min_len: int = 1
-) -> tuple[list[str], float, float]:
-    """The hypotheses, and the wall and CPU (this process) seconds they took (inference.decode.decode_batch's
-    search, with `min_len`)."""
+def decode_all(model, vocab, batches, n_rows: int, options: DecodeOptions) -> tuple[list[str], float, float]:
+    """The hypotheses, and the wall and CPU (this process) seconds they took."""
     task = get_task("st")
     hyps = [""] * n_rows
     start, cpu_start = time.perf_counter(), time.process_time()
     for indices, batch in batches:
-        results = beam_search(
-            model,
-            batch,
-            beam=options.beam,
-            lenpen=options.lenpen,
-            max_len_a=options.max_len_a,
-            max_len_b=options.max_len_b,
-            prefix=model.decode_prefix(batch),
-            min_len=min_len,
-        )
-        for i, nbest in zip(indices, results):
-            hyps[i] = model.output_texts(nbest[0].tokens, vocab, task)["translation"]
+        for i, texts in zip(indices, decode_batch(model, batch, vocab, task, options)):
+            hyps[i] = texts["translation"]
     return hyps, time.perf_counter() - start, time.process_time() - cpu_start
 
 
@@ -100,7 +85,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     a = parser.parse_args()
     torch.set_num_threads(a.threads)
-    options = DecodeOptions(beam=a.beam, max_len_b=a.max_len_b)
+    options = DecodeOptions(beam=a.beam, max_len_b=a.max_len_b, min_len=a.min_len)
     systems = {
         name: load(path, a.manifest, a.max_tokens, a.max_sentences)
         for name, path in (("chimera", a.chimera), ("xstnet", a.xstnet))
@@ -111,7 +96,7 @@ def main() -> None:
     hyps: dict[str, list[str]] = {}
     for _ in range(a.repeats):
         for name, (model, vocab, rows, batches) in systems.items():
-            hyps[name], took, cpu = decode_all(model, vocab, batches, len(rows), options, a.min_len)
+            hyps[name], took, cpu = decode_all(model, vocab, batches, len(rows), options)
             seconds[name], cpu_seconds[name] = min(seconds[name], took), min(cpu_seconds[name], cpu)
     result = {"utterances": len(refs), "beam": a.beam, "threads": a.threads, "min_len": a.min_len}
     for name in systems:

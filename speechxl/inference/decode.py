@@ -24,6 +24,7 @@ class DecodeOptions:
     lenpen: float = 1.0
     max_len_a: float = 0.0
     max_len_b: int = 200
+    min_len: int = 1  # no </s> before this many tokens
     max_tokens: int | None = None  # batch budget in input units; None: 50k fbank frames or 3.2M wave samples
     max_sentences: int = 64
 
@@ -39,6 +40,7 @@ def decode_batch(model, batch: dict[str, Any], vocab, task: Task, options: Decod
             max_len_a=options.max_len_a,
             max_len_b=options.max_len_b,
             prefix=model.decode_prefix(batch),
+            min_len=options.min_len,
         )
     return [model.output_texts(nbest[0].tokens, vocab, task) for nbest in results]
 
