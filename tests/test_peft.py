@@ -15,7 +15,7 @@ from speechxl.cli import main as cli_main
 from speechxl.config import config_from_dict, parse_stages
 from speechxl.data.dataset import SpeechTextDataset, collate
 from speechxl.data.manifest import read_manifest, write_manifest
-from speechxl.data.vocab import Vocab, extend_vocab
+from speechxl.data.vocab import Vocab, extend_vocab, parent_spelling
 from speechxl.errors import CheckpointError, DataError
 from speechxl.inference.search import beam_search
 from speechxl.models import build_model, load_model
@@ -94,6 +94,35 @@ def test_extended_vocabulary_keeps_the_parent_ids_and_spells_the_new_text(french
         ids = new.encode(text)
         assert new.unk not in ids and new.decode(ids) == text
     assert any(i >= len(old) for i in new.encode("la maison rouge est petite"))
+
+
+def test_new_rows_start_as_the_mean_of_the_parent_rows_that_spell_them(french, parent):
+    old, new = Vocab.load(parent / "spm.model"), Vocab.load(french / "spm.model")
+    parent_rows = ckpt.load_weights(parent / ckpt.MODEL_FILE)["decoder.embed_tokens.weight"]
+    fr_tag = new.tag("fr")
+    assert sorted(parent_spelling(old, new.piece(fr_tag))) == sorted([old.tag("de"), old.tag("en")])
+    torch.manual_seed(0)
+    spelled = build_model({"peft": {"parent": str(parent)}}, new).state_dict()["decoder.embed_tokens.weight"]
+    torch.manual_seed(0)  # the same fresh values, where nothing spells a row
+    drawn = build_model({"peft": {"parent": str(parent), "new_rows": "random"}}, new).state_dict()[
+        "decoder.embed_tokens.weight"
+    ]
+    assert torch.equal(spelled[: len(old)], parent_rows) and torch.equal(drawn[: len(old)], parent_rows)
+    checked = 0
+    for i in range(len(old), len(new)):
+        ids = parent_spelling(old, new.piece(i))
+        if not ids:  # only a piece of characters the parent cannot write keeps its random start
+            assert all(old.unk in old.encode(c) for c in new.piece(i).lstrip("\u2581"))
+            assert torch.equal(spelled[i], drawn[i])
+            continue
+        if i != fr_tag:  # the parent's pieces spell it, accents stripped (`é` -> `e`)
+            plain = "".join(old.piece(j) for j in ids).lstrip("\u2581")
+            assert plain and set(plain) <= set(new.piece(i).lstrip("\u2581")) | set("aeiouc"), (new.piece(i), plain)
+        assert torch.allclose(spelled[i], parent_rows[ids].mean(0)) and not torch.allclose(spelled[i], drawn[i])
+        checked += 1
+    assert checked >= (len(new) - len(old)) // 2
+    with pytest.raises(DataError, match="new_rows"):
+        build_model({"peft": {"parent": str(parent), "new_rows": "mean"}}, new)
 
 
 # ------------------------------------------------------------------------------------------ trainable names

@@ -2,7 +2,8 @@
 # Extending a trained En->De SynthST model to a new target language cheaply (issue 14; Gheini et al. 2021):
 # children of one parent trained with `full`, `xattn`, `lna`, `adapters`, `lora`, from scratch, and `xattn`
 # with re-initialised cross-attention, at equal updates; each decoded on the held-out voice (tst-COMMON) in the
-# new language and, for forgetting, in German. Children are delta checkpoints of the parent.
+# new language and, for forgetting, in German. Children are delta checkpoints of the parent. New pieces' rows
+# start as the mean of the parent's rows that spell them; `--variants xattn_random` is xattn with random rows.
 #
 #   bash recipes/synth/extend.sh [--stage N] [--stop-stage M] [--lang fr] [--parent exp/demo/avg]
 #        [--updates 250] [--variants "xattn full ..."] [--test-n N] [--de-n N] [--exp exp/peft_synth]
@@ -117,6 +118,8 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
               "model.peft.lora={r: 16, alpha: 32}" "stages.extend.trainable={only: [lora]}") ;;
       xattn_reinit) args=(--config recipes/synth/conf/extend.yaml "${common[@]}"
               "model.peft.reinit=[cross_attn, cross_attn_norm]" "stages.extend.trainable={only: [xattn]}") ;;
+      xattn_random) args=(--config recipes/synth/conf/extend.yaml "${common[@]}"  # new rows drawn at random
+              "model.peft.new_rows=random" "stages.extend.trainable={only: [xattn]}") ;;
       *)        args=(--config recipes/synth/conf/extend.yaml "${common[@]}"
               "stages.extend.trainable={only: [$variant]}") ;;
     esac

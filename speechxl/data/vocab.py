@@ -11,6 +11,7 @@ import os
 import re
 import struct
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -222,3 +223,26 @@ def extend_vocab(
     os.replace(tmp_out, out)
     report["size"] = len(vocab)
     return vocab, report
+
+
+def parent_spelling(parent: "Vocab", piece: str) -> list[int]:
+    """The parent's ids that stand for a piece appended to its vocabulary (`extend_vocab`), to start that
+    piece's embedding from: a new language tag -> the parent's language tags (it is one more of them); any other
+    piece -> the parent's pieces that spell its text with accents stripped (`é` -> `e`), characters the parent
+    cannot write left out, a lone word-start `▁` dropped when the piece has none. Empty when nothing is left
+    (`'`, `¿`): that row keeps its random start."""
+    if _TAG_PIECE.match(piece):
+        task_tags = {tag_piece(t) for t in TASK_TAGS}
+        return [
+            i
+            for i in range(len(parent))
+            if _TAG_PIECE.match(parent.piece(i)) and parent.piece(i) not in task_tags | set(SPECIAL_PIECES.values())
+        ]
+    text = "".join(
+        c for c in unicodedata.normalize("NFKD", piece.replace("\u2581", " ")) if not unicodedata.combining(c)
+    )
+    pieces = parent._sp.encode(text, out_type=str)
+    if not piece.startswith("\u2581") and pieces and pieces[0] == "\u2581":
+        pieces = pieces[1:]
+    ids = [parent._piece_to_id.get(p, parent.unk) for p in pieces]
+    return [i for i in ids if i != parent.unk]

@@ -9,6 +9,8 @@ model:
     adapters: {names: [fr, es], bottleneck: 64, sides: [encoder, decoder]}   # optional
     lora: {r: 8, alpha: 16, targets: [out_proj, fc1, fc2]}                   # optional (needs peft)
     reinit: [cross_attn, cross_attn_norm]   # optional: modules (by last name) drawn afresh after the parent loads
+    new_rows: spelled             # rows of appended pieces start as the mean of the parent's rows that spell
+                                  # them (a new tag: of its language tags); `random`: their fresh initial values
 ```
 
 With a `parent`, the child's model config is the parent's (its arch too) with the keys the child sets.
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 
 from speechxl import checkpoint as ckpt
+from speechxl.data.vocab import parent_spelling
 from speechxl.errors import DataError
 from speechxl.modules.adapters import (
     LORA_TARGETS,
@@ -44,7 +47,8 @@ from speechxl.modules.adapters import (
     set_row_adapters,
 )
 
-PEFT_KEYS = ("parent", "parent_sha256", "adapters", "lora", "reinit", "stored")
+PEFT_KEYS = ("parent", "parent_sha256", "adapters", "lora", "reinit", "new_rows", "stored")
+NEW_ROWS = ("spelled", "random")
 _ADAPTER_KEYS = {"names": None, "bottleneck": 64, "sides": ["encoder", "decoder"]}
 _LORA_KEYS = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": list(LORA_TARGETS)}
 _WHERE = "model config peft"
@@ -75,6 +79,8 @@ def check_spec(spec: Any) -> dict[str, Any]:
         spec["adapters"] = _options(spec["adapters"], _ADAPTER_KEYS, "peft.adapters")
     if spec.get("lora") is not None:
         spec["lora"] = _options(spec["lora"], _LORA_KEYS, "peft.lora")
+    if spec.setdefault("new_rows", NEW_ROWS[0]) not in NEW_ROWS:
+        raise DataError(_WHERE, f"new_rows must be one of {', '.join(NEW_ROWS)}, got {spec['new_rows']!r}")
     return spec
 
 
@@ -102,14 +108,32 @@ def attach(model: torch.nn.Module, spec: dict[str, Any], vocab) -> None:
     if spec.get("parent"):
         parent = Path(spec["parent"]).resolve()
         state, digest = ckpt.parent_weights(parent, spec.get("parent_sha256"), _WHERE)
-        _check_vocab_extends(ckpt.load_vocab(parent), vocab, parent)
+        parent_vocab = ckpt.load_vocab(parent)
+        _check_vocab_extends(parent_vocab, vocab, parent)
         model.peft_rows = ckpt.load_parent_state(model, state, parent)
+        if spec["new_rows"] == "spelled":
+            _spell_new_rows(model, parent_vocab, vocab)
         spec.update(parent=str(parent), parent_sha256=digest)
         _reinit(model, spec.get("reinit") or [])
     spec.pop("stored", None)
     model.peft_spec = spec
     own_config = model.checkpoint_config
     model.checkpoint_config = lambda: {**own_config(), "peft": _saved_spec(model)}
+
+
+def _spell_new_rows(model: torch.nn.Module, parent_vocab, vocab) -> None:
+    """Start each appended row (embeddings, an untied output projection) as the mean of the parent's rows of
+    the pieces that spell it (`parent_spelling`), so a new piece begins where the parent's model already puts
+    its letters rather than at a random point the frozen layers have never seen. A delta loads its trained
+    rows over these, so this only decides where training starts."""
+    spelled = {i: parent_spelling(parent_vocab, vocab.piece(i)) for i in range(len(parent_vocab), len(vocab))}
+    state = model.state_dict()
+    with torch.no_grad():
+        for name in model.peft_rows:
+            rows = state[name]
+            for i, ids in spelled.items():
+                if ids and i < rows.size(0):
+                    rows[i] = rows[ids].mean(0)
 
 
 def _reinit(model: torch.nn.Module, names: list[str]) -> None:
