@@ -3,7 +3,9 @@
 # children of one parent trained with `full`, `xattn`, `lna`, `adapters`, `lora`, from scratch, and `xattn`
 # with re-initialised cross-attention, at equal updates; each decoded on the held-out voice (tst-COMMON) in the
 # new language and, for forgetting, in German. Children are delta checkpoints of the parent. New pieces' rows
-# start as the mean of the parent's rows that spell them; `--variants xattn_random` is xattn with random rows.
+# start as the mean of the parent's rows that spell them. Further variants: `xattn_random` (xattn, new rows
+# drawn at random), `xattn_emb` (xattn + every embedding row, not just the appended ones: the paper's new
+# language has a vocabulary of its own, all of it trained).
 #
 #   bash recipes/synth/extend.sh [--stage N] [--stop-stage M] [--lang fr] [--parent exp/demo/avg]
 #        [--updates 250] [--variants "xattn full ..."] [--test-n N] [--de-n N] [--exp exp/peft_synth]
@@ -50,7 +52,7 @@ while [[ $# -gt 0 ]]; do
     --multi-updates) multi_updates=$2; shift 2 ;;
     --multi-variants) multi_variants=$2; shift 2 ;;
     --bilingual-variants) bilingual_variants=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -120,6 +122,8 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
               "model.peft.reinit=[cross_attn, cross_attn_norm]" "stages.extend.trainable={only: [xattn]}") ;;
       xattn_random) args=(--config recipes/synth/conf/extend.yaml "${common[@]}"  # new rows drawn at random
               "model.peft.new_rows=random" "stages.extend.trainable={only: [xattn]}") ;;
+      xattn_emb) args=(--config recipes/synth/conf/extend.yaml "${common[@]}"  # + every embedding row (tied output)
+              "stages.extend.trainable={only: [xattn, embeddings]}") ;;
       *)        args=(--config recipes/synth/conf/extend.yaml "${common[@]}"
               "stages.extend.trainable={only: [$variant]}") ;;
     esac
