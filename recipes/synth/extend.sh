@@ -139,7 +139,7 @@ if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
   for variant in $variants; do runs+=("${lang}_$variant"); done
   python tools/results_table.py --exp "$exp" --runs "parent_de$de_n" "${runs[@]}" --parent "$parent" \
     --label "parent_de$de_n=parent (En→De only)" --label-header "En→$lang child" \
-    --columns bleu chrf trained stored bytes de_bleu time --out "$exp/table_$lang.md"
+    --dev-metric loss --columns bleu chrf dev trained stored bytes de_bleu time --out "$exp/table_$lang.md"
 fi
 
 [[ $multi_updates -gt 0 ]] || multi_updates=$((3 * updates))
