@@ -4,6 +4,7 @@ SynthST at a tiny size, and the MT -> triplet stage switch resumed exactly after
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -212,6 +213,25 @@ def test_padded_audio_batch_encodes_each_utterance_alone(small_corpus):
         for i in range(4):
             _, one = batches(small_corpus, [i])
             torch.testing.assert_close(memory[i], model.encode_audio(one["st"])["memory"][0], atol=1e-5, rtol=0)
+
+
+def test_probe_measures_the_release_padding_change(small_corpus):
+    """tools/probe_chimera_memory.py: the release's unmasked padding changes exactly the padded utterances' memory."""
+    tool = Path(__file__).parents[1] / "tools" / "probe_chimera_memory.py"
+    spec = importlib.util.spec_from_file_location("probe", tool)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    vocab, b = batches(small_corpus, [0, 1, 2, 3])
+    torch.manual_seed(0)
+    model = build_model(TINY, vocab).eval()
+    lengths = b["st"]["audio_lengths"]
+    with torch.no_grad():
+        change, share = probe.release_padding_change(model, b["st"])
+        assert len(change) == len(share) == int((lengths < lengths.max()).sum())  # every utterance but the longest
+        assert all(c > 1e-4 for c in change) and all(0 < s < 1 for s in share)
+        assert model.memory.mask_padding  # restored
+        _, one = batches(small_corpus, [0])
+        assert probe.release_padding_change(model, one["st"]) == ([], [])  # no padding, nothing to change
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -13,6 +13,10 @@ Prints ONE JSON line (means over the manifest's length-sorted batches, eval mode
 - `cos_same_utt`, `cos_other_utt`: mean cosine of slot j of the audio memory with slot j of the text memory
   of the same utterance and of the other utterances of the batch; `centred_*`: the same after removing each
   slot's batch mean (per modality), i.e. of the part of the memory that depends on the utterance.
+- `release_padding_change`: what the release's unmasked padding does to the audio memory (its slots also
+  attend to the padded frames of H): ||memory(padding seen) - memory(padding masked)|| / ||memory(masked)||,
+  mean over the utterances that have padding in their length-sorted batch (`padded_utterances`, of
+  `utterances`), with `padded_frame_share` the mean share of padded frames of those utterances.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ def main() -> None:
             "centred_other_utt",
         )
     }
-    n = 0
+    n = utterances = padded = 0
+    padding_change = padded_share = 0.0
     for indices in length_batches(dataset.sizes, args.max_tokens):
         if len(indices) < 2:
             continue
@@ -75,9 +80,36 @@ def main() -> None:
             sums[f"{prefix}_same_utt"] += cos[:, same].mean().item()
             sums[f"{prefix}_other_utt"] += cos[:, ~same].mean().item()
         n += 1
+        change, share = release_padding_change(model, batch)
+        utterances += b
+        padded += len(change)
+        padding_change += sum(change)
+        padded_share += sum(share)
     result = {"checkpoint": args.checkpoint, "batches": n, "temperature": tau}
     result.update({key: round(value / max(n, 1), 4) for key, value in sums.items()})
+    result.update(
+        utterances=utterances,
+        padded_utterances=padded,
+        padded_frame_share=round(padded_share / max(padded, 1), 4),
+        release_padding_change=round(padding_change / max(padded, 1), 4),
+    )
     print(json.dumps(result))
+
+
+def release_padding_change(model, batch) -> tuple[list[float], list[float]]:
+    """Per utterance with padding in `batch`: the relative change of its audio memory when the slots also see
+    the padded frames (the release) instead of not, and its share of padded frames."""
+    memories = {}
+    for mask in (True, False):
+        model.memory.mask_padding = mask
+        enc = model.encode_source("audio", batch)
+        memories[mask] = enc["memory"]
+    model.memory.mask_padding = model.config.mask_memory_padding
+    padding = enc["input_padding_mask"]
+    masked, seen = memories[True], memories[False]
+    change = (seen - masked).flatten(1).norm(dim=1) / masked.flatten(1).norm(dim=1).clamp_min(1e-12)
+    rows = padding.any(dim=1)
+    return change[rows].tolist(), padding.float().mean(dim=1)[rows].tolist()
 
 
 if __name__ == "__main__":
