@@ -232,6 +232,10 @@ def test_probe_measures_the_release_padding_change(small_corpus):
         assert model.memory.mask_padding  # restored
         _, one = batches(small_corpus, [0])
         assert probe.release_padding_change(model, one["st"]) == ([], [])  # no padding, nothing to change
+    # ConST's pooled view, by hand: utterance 0 pools [3, 4] over its one real position, utterance 1 [0, 2]
+    inputs = torch.tensor([[[3.0, 4.0], [9.0, 9.0]], [[0.0, 1.0], [0.0, 3.0]]])
+    norm, cos = probe.pooled_spread(inputs, torch.tensor([[False, True], [False, False]]))
+    assert norm == pytest.approx((5.0 + 2.0) / 2) and cos == pytest.approx(4.0 / 5.0)
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -17,6 +17,8 @@ Prints ONE JSON line (means over the manifest's length-sorted batches, eval mode
   attend to the padded frames of H): ||memory(padding seen) - memory(padding masked)|| / ||memory(masked)||,
   mean over the utterances that have padding in their length-sorted batch (`padded_utterances`, of
   `utterances`), with `padded_frame_share` the mean share of padded frames of those utterances.
+- `pooled_{audio,text}_{norm,cos}`: ConST's view (the sentence loss): the encoder inputs mean-pooled over real
+  positions, their mean norm and the mean cosine between different utterances (1: all pool to one direction).
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ def main() -> None:
             "cos_other_utt",
             "centred_same_utt",
             "centred_other_utt",
+            "pooled_audio_norm",
+            "pooled_audio_cos",
+            "pooled_text_norm",
+            "pooled_text_cos",
         )
     }
     n = utterances = padded = 0
@@ -67,9 +73,13 @@ def main() -> None:
         if len(indices) < 2:
             continue
         batch = dataset.collate([dataset[i] for i in indices])
-        audio = model.encode_source("audio", batch)["memory"]
-        text = model.encode_source("text", batch)["memory"]
+        audio_enc, text_enc = model.encode_source("audio", batch), model.encode_source("text", batch)
+        audio, text = audio_enc["memory"], text_enc["memory"]
         b = audio.size(0)
+        for source, enc in (("audio", audio_enc), ("text", text_enc)):
+            norm, cos = pooled_spread(enc["inputs"], enc["input_padding_mask"])
+            sums[f"pooled_{source}_norm"] += norm
+            sums[f"pooled_{source}_cos"] += cos
         sums["slot_own"] += slot_contrastive_loss(audio, text, tau).mean().item()
         sums["slot_shuffled"] += slot_contrastive_loss(audio, text.roll(1, dims=0), tau).mean().item()
         sums["batch_own"] += batch_contrastive_loss(audio, text, tau).mean().item()
@@ -94,6 +104,16 @@ def main() -> None:
         release_padding_change=round(padding_change / max(padded, 1), 4),
     )
     print(json.dumps(result))
+
+
+def pooled_spread(inputs: torch.Tensor, padding: torch.Tensor) -> tuple[float, float]:
+    """ConST's view of a batch: the encoder inputs mean-pooled over real positions; their mean norm and the mean
+    cosine between different utterances (1: every utterance pools to the same direction)."""
+    keep = (~padding).unsqueeze(-1).to(inputs.dtype)
+    pooled = (inputs * keep).sum(1) / keep.sum(1)
+    unit = F.normalize(pooled, dim=-1)
+    other = ~torch.eye(len(unit), dtype=torch.bool)
+    return pooled.norm(dim=-1).mean().item(), (unit @ unit.T)[other].mean().item()
 
 
 def release_padding_change(model, batch) -> tuple[list[float], list[float]]:
