@@ -226,12 +226,13 @@ def test_probe_measures_the_release_padding_change(small_corpus):
     model = build_model(TINY, vocab).eval()
     lengths = b["st"]["audio_lengths"]
     with torch.no_grad():
-        change, share = probe.release_padding_change(model, b["st"])
+        change, share = probe.release_padding_change(model, b["st"], model.encode_source("audio", b["st"]))
         assert len(change) == len(share) == int((lengths < lengths.max()).sum())  # every utterance but the longest
         assert all(c > 1e-4 for c in change) and all(0 < s < 1 for s in share)
         assert model.memory.mask_padding  # restored
         _, one = batches(small_corpus, [0])
-        assert probe.release_padding_change(model, one["st"]) == ([], [])  # no padding, nothing to change
+        alone = model.encode_source("audio", one["st"])
+        assert probe.release_padding_change(model, one["st"], alone) == ([], [])  # no padding, nothing to change
     # ConST's pooled view, by hand: utterance 0 pools [3, 4] over its one real position, utterance 1 [0, 2]
     inputs = torch.tensor([[[3.0, 4.0], [9.0, 9.0]], [[0.0, 1.0], [0.0, 3.0]]])
     norm, cos = probe.pooled_spread(inputs, torch.tensor([[False, True], [False, False]]))

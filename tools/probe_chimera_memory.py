@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from speechxl.data.batching import length_batches
 from speechxl.data.dataset import FeatureConfig, SpeechTextDataset
 from speechxl.data.manifest import read_manifest
-from speechxl.losses import batch_contrastive_loss, slot_contrastive_loss
+from speechxl.losses import batch_contrastive_loss, masked_mean, slot_contrastive_loss
 from speechxl.models import load_model
 
 
@@ -90,7 +90,7 @@ def main() -> None:
             sums[f"{prefix}_same_utt"] += cos[:, same].mean().item()
             sums[f"{prefix}_other_utt"] += cos[:, ~same].mean().item()
         n += 1
-        change, share = release_padding_change(model, batch)
+        change, share = release_padding_change(model, batch, audio_enc)
         utterances += b
         padded += len(change)
         padding_change += sum(change)
@@ -109,24 +109,24 @@ def main() -> None:
 def pooled_spread(inputs: torch.Tensor, padding: torch.Tensor) -> tuple[float, float]:
     """ConST's view of a batch: the encoder inputs mean-pooled over real positions; their mean norm and the mean
     cosine between different utterances (1: every utterance pools to the same direction)."""
-    keep = (~padding).unsqueeze(-1).to(inputs.dtype)
-    pooled = (inputs * keep).sum(1) / keep.sum(1)
+    pooled = masked_mean(inputs, padding)
     unit = F.normalize(pooled, dim=-1)
     other = ~torch.eye(len(unit), dtype=torch.bool)
     return pooled.norm(dim=-1).mean().item(), (unit @ unit.T)[other].mean().item()
 
 
-def release_padding_change(model, batch) -> tuple[list[float], list[float]]:
+def release_padding_change(model, batch, audio_enc: dict) -> tuple[list[float], list[float]]:
     """Per utterance with padding in `batch`: the relative change of its audio memory when the slots also see
-    the padded frames (the release) instead of not, and its share of padded frames."""
-    memories = {}
-    for mask in (True, False):
-        model.memory.mask_padding = mask
-        enc = model.encode_source("audio", batch)
-        memories[mask] = enc["memory"]
-    model.memory.mask_padding = model.config.mask_memory_padding
-    padding = enc["input_padding_mask"]
-    masked, seen = memories[True], memories[False]
+    the padded frames (the release) instead of not, and its share of padded frames. `audio_enc` is the audio
+    encoding under the model's own setting; only the other setting is encoded here."""
+    own = model.memory.mask_padding
+    model.memory.mask_padding = not own
+    try:
+        other = model.encode_source("audio", batch)["memory"]
+    finally:
+        model.memory.mask_padding = own
+    masked, seen = (audio_enc["memory"], other) if own else (other, audio_enc["memory"])
+    padding = audio_enc["input_padding_mask"]
     change = (seen - masked).flatten(1).norm(dim=1) / masked.flatten(1).norm(dim=1).clamp_min(1e-12)
     rows = padding.any(dim=1)
     return change[rows].tolist(), padding.float().mean(dim=1)[rows].tolist()
